@@ -1,0 +1,215 @@
+"""The ``medclass`` command line: datasets, models, train, evaluate, predict.
+
+A user error prints one line on stderr naming the file and the problem and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from medclass.errors import MedclassError
+
+
+def _print_table(rows: list[list[Any]], header: list[str]) -> None:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for j, r in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from medclass.data.catalog import CATALOG
+
+    rows = []
+    for info in CATALOG.values():
+        n = info.n_samples
+        rows.append([info.name, f"{info.ndim}D", info.task, info.channels, info.num_classes,
+                     f"{n['train']}/{n['val']}/{n['test']}", ",".join(str(s) for s in sorted(info.files)), info.license])
+    _print_table(rows, ["name", "dims", "task", "channels", "classes", "train/val/test", "sizes", "licence"])
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from medclass.models import list_models, model_info
+
+    rows = []
+    for name in list_models(args.pattern):
+        e = model_info(name)
+        rows.append([name, e.family, f"{e.spatial_dims}D", ",".join(map(str, e.sizes)), e.description])
+    _print_table(rows, ["name", "family", "dims", "sizes", "description"])
+    print("\nAny timm architecture is available as timm/<name> (e.g. timm/densenet121).")
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "data": {"spec": args.data, "image_size": args.image_size},
+        "model": {"name": args.model},
+        "optim": {"lr": args.lr},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed},
+        "eval": {"operating_point": "sensitivity" if args.target_sensitivity is not None else None,
+                 "target_sensitivity": args.target_sensitivity},
+    }
+
+
+def _summary(metrics: dict[str, Any], split: str = "test") -> None:
+    from medclass.evaluate import reference_rows
+
+    s = metrics["splits"][split]
+    print(f"\n{metrics['dataset']} {split}: AUC {s['auc']:.4f} (95% CI {s['auc_ci'][0]:.3f}-{s['auc_ci'][1]:.3f}), "
+          f"ACC {s['acc']:.4f} (95% CI {s['acc_ci'][0]:.3f}-{s['acc_ci'][1]:.3f}), n={s['n']}")
+    if "operating_point" in s and metrics["task"] == "binary":
+        op = s["operating_point"]
+        print(f"operating point (threshold {op['threshold']:.3f}, chosen on val): sensitivity {op['sensitivity']:.3f}, "
+              f"specificity {op['specificity']:.3f}, ACC {op['acc']:.3f}")
+    rows = reference_rows(metrics["dataset"])
+    if rows and split == "test":
+        print("\nMedMNIST v2 test results (Yang et al. 2023) beside this run:")
+        table = [[r["method"], f"{r['auc']:.3f}", f"{r['acc']:.3f}"] for r in rows]
+        table.append(["medclass (this run)", f"{s['auc']:.3f}", f"{s['acc']:.3f}"])
+        _print_table(table, ["method", "AUC", "ACC"])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from medclass.checkpoint import load_model, read_model_meta, save_model
+    from medclass.config import build_config, dump_yaml
+    from medclass.data.sources import load_dataset
+    from medclass.evaluate import evaluate_model, read_history, write_evaluation
+    from medclass.train.loop import fit, resume_config
+
+    if args.resume:
+        if not args.out or not (Path(args.out) / "config.yaml").is_file():
+            raise MedclassError(f"{args.out or '--out'}: nothing to resume (no config.yaml); give the run's --out DIR")
+        cfg = resume_config(args.out)
+    else:
+        if not args.data:
+            raise MedclassError("train: --data is required")
+        cfg = build_config(recipe=args.recipe, config_file=args.config, overrides=_overrides(args))
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(cfg.data.spec).stem.replace('@', '_')}-{cfg.model.name.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg.name = out.name
+    d = cfg.data
+    dataset = load_dataset(d.spec, image_size=d.image_size, val=d.val_fraction, test=d.test_fraction, seed=d.split_seed)
+    print(dataset.describe())
+    print(f"model {cfg.model.name}, recipe {cfg.recipe}, {cfg.train.epochs} epochs, output {out}")
+    t0 = time.perf_counter()
+    history = fit(cfg, dataset, out, resume=args.resume, progress=not args.quiet)
+    minutes = (time.perf_counter() - t0) / 60
+    model, meta = load_model(out)
+    metrics, plot, _ = evaluate_model(model, meta, dataset, n_bootstrap=cfg.eval.n_bootstrap, seed=cfg.train.seed)
+    meta["threshold"] = metrics["threshold"]
+    save_model(out, model, {k: v for k, v in meta.items() if k != "format_version"})
+    write_evaluation(out, metrics, plot, history=read_history(out) or history, config=cfg.to_dict(),
+                     title=f"medclass: {dataset.name} / {cfg.model.name}")
+    assert read_model_meta(out)["threshold"] == meta["threshold"]
+    _ = dump_yaml
+    print(f"training took {minutes:.1f} min; run folder {out}")
+    _summary(metrics)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medclass.data.sources import load_dataset
+    from medclass.evaluate import evaluate_model, write_evaluation
+    from medclass.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint)
+    dataset = load_dataset(args.data)
+    for split in dataset.splits.values():
+        split.images = predictor.prepare(split.images.numpy(), where=args.data)
+    splits = tuple(args.split)
+    metrics, plot, _ = evaluate_model(predictor.model, predictor.meta, dataset, splits=splits,
+                                      threshold=predictor.threshold, n_bootstrap=args.n_bootstrap)
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval-{Path(args.data).stem.replace('@', '_')}"
+    write_evaluation(out, metrics, plot, title=f"medclass evaluation: {dataset.name}")
+    for s in splits:
+        _summary(metrics, s)
+    print(f"\nwrote {out / 'metrics.json'} and {out / 'report.html'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from medclass.predict import Predictor
+    from medclass.utils.files import write_text
+
+    predictor = Predictor.from_checkpoint(args.checkpoint)
+    pred = predictor.predict_paths(args.inputs)
+    names = predictor.label_names
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["source", *[f"prob_{n}" for n in names], "label"])
+    for src, p, lab in zip(pred.sources, pred.probs, pred.labels, strict=True):
+        label = ";".join(n for n, v in zip(names, lab, strict=True) if v) if predictor.task == "multilabel" else names[int(lab)]
+        writer.writerow([src, *[f"{v:.6f}" for v in p], label])
+    if args.out:
+        write_text(args.out, buf.getvalue())
+        print(f"wrote {len(pred.sources)} predictions to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(buf.getvalue())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``medclass`` command."""
+    p = argparse.ArgumentParser(prog="medclass", description="Medical image classification on a plain CPU.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("datasets", help="list the dataset catalog").set_defaults(func=cmd_datasets)
+    m = sub.add_parser("models", help="list registered models")
+    m.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    m.set_defaults(func=cmd_models)
+
+    t = sub.add_parser("train", help="train a model and evaluate it")
+    t.add_argument("--data", help="catalog name (pneumoniamnist, breastmnist@64), .npz, folder or .csv manifest")
+    t.add_argument("--model", help="registry name or timm/<name>")
+    t.add_argument("--recipe", default="default", help="recipe name in configs/recipes or a YAML path")
+    t.add_argument("--config", help="YAML file overriding the recipe")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--image-size", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--target-sensitivity", type=float, help="choose the operating point for this sensitivity on val")
+    t.add_argument("--out", help="run folder (default runs/<data>-<model>-<time>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a trained run on data")
+    e.add_argument("--checkpoint", required=True, help="run folder")
+    e.add_argument("--data", required=True)
+    e.add_argument("--split", nargs="+", default=["test"], choices=["train", "val", "test"])
+    e.add_argument("--n-bootstrap", type=int, default=1000)
+    e.add_argument("--out", help="output folder (default RUN/eval-<data>)")
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="predict image files, folders, .npy or .npz arrays")
+    pr.add_argument("--checkpoint", required=True, help="run folder")
+    pr.add_argument("inputs", nargs="+")
+    pr.add_argument("--out", help="CSV file (default: standard output)")
+    pr.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for user errors)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MedclassError as err:
+        print(f"medclass: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medclass: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

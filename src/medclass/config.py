@@ -1,0 +1,266 @@
+"""Run configuration: typed dataclasses, YAML recipes and overrides, saved with every run.
+
+A run's configuration is built in layers, each overriding the one before:
+
+1. the dataclass defaults below,
+2. a recipe (``configs/recipes/<name>.yaml``),
+3. a user ``--config FILE``,
+4. command-line flags.
+
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from medclass.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is shaped.
+
+    Attributes:
+        spec: A catalog name (``pneumoniamnist``, ``breastmnist@64``), an ``.npz`` path, a folder
+            of class subfolders or a CSV manifest.
+        image_size: Resize images to this side length (pixels/voxels); ``None`` keeps the native size.
+        val_fraction: Validation share when the data has no split of its own.
+        test_fraction: Test share when the data has no split of its own.
+        split_seed: Seed of that split (kept apart from the training seed so runs share a split).
+    """
+
+    spec: str = "pneumoniamnist"
+    image_size: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Which architecture to build (a registry name) and its options."""
+
+    name: str = "smallcnn"
+    drop_rate: float = 0.0
+    pretrained: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, schedule and loss options."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    label_smoothing: float = 0.0
+    class_weight: str | None = None
+    grad_clip: float | None = None
+
+
+@dataclass
+class AugmentConfig:
+    """Light on-the-fly batch augmentation (see :mod:`medclass.transforms`)."""
+
+    enabled: bool = False
+    translate: float = 0.0
+    rotate: float = 0.0
+    scale: float = 0.0
+    hflip: bool = False
+    vflip: bool = False
+    brightness: float = 0.0
+    contrast: float = 0.0
+    noise: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Training loop options."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    seed: int = 0
+    precision: str = "auto"
+    threads: int | None = None
+    ema: float = 0.0
+    select_metric: str = "auc"
+
+
+@dataclass
+class EvalConfig:
+    """How the operating point and confidence intervals are computed."""
+
+    operating_point: str = "youden"
+    target_sensitivity: float = 0.95
+    n_bootstrap: int = 1000
+
+
+@dataclass
+class RunConfig:
+    """The whole, resolved configuration of one run."""
+
+    name: str | None = None
+    recipe: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, ready for YAML/JSON."""
+        return asdict(self)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """Coerce ``value`` to the annotated type where that is lossless, else raise ConfigError."""
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise ConfigError(f"{where}: null is not allowed")
+    if text.startswith("list"):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [float(v) for v in value] if "float" in text else list(value)
+    if "bool" in text:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if "int" in text and "float" not in text:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if "float" in text:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if "str" in text:
+        return str(value)
+    return value
+
+
+def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
+    """Recursively apply ``updates`` onto dataclass ``obj`` in place, checking names and types."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(updates).__name__}")
+    hints = get_type_hints(type(obj))
+    known = {f.name for f in fields(obj)}
+    for key, value in updates.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{where}.{key}")
+        else:
+            setattr(obj, key, _check_type(value, hints[key], f"{where}.{key}"))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning any problem into a one-line ConfigError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({err})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def recipe_dirs() -> list[Path]:
+    """Folders searched for recipes: ``$MEDCLASS_RECIPES_DIR``, ``./configs/recipes``, the repo's own."""
+    dirs = []
+    if os.environ.get("MEDCLASS_RECIPES_DIR"):
+        dirs.append(Path(os.environ["MEDCLASS_RECIPES_DIR"]))
+    dirs.append(Path.cwd() / "configs" / "recipes")
+    dirs.append(Path(__file__).resolve().parents[2] / "configs" / "recipes")
+    return dirs
+
+
+def find_recipe(name: str) -> Path:
+    """Resolve a recipe name (``default``) or a path to its YAML file."""
+    as_path = Path(name)
+    if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
+        return as_path
+    for folder in recipe_dirs():
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for d in recipe_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+    raise ConfigError(f"unknown recipe '{name}' (known: {', '.join(known) or 'none found'})")
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes found in :func:`recipe_dirs`."""
+    return sorted({p.stem for d in recipe_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def build_config(
+    *, recipe: str | None = "default", config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Build a :class:`RunConfig` from defaults, a recipe, a config file and overrides.
+
+    Args:
+        recipe: Recipe name or YAML path; ``None`` for the bare defaults.
+        config_file: A user YAML file applied after the recipe.
+        overrides: Nested mapping applied last (e.g. from CLI flags); ``None`` values are skipped.
+
+    Returns:
+        The resolved configuration.
+    """
+    cfg = RunConfig()
+    if recipe:
+        path = find_recipe(recipe)
+        _merge(cfg, read_yaml(path), str(path))
+        cfg.recipe = recipe
+    if config_file:
+        _merge(cfg, read_yaml(config_file), str(config_file))
+    if overrides:
+        _merge(cfg, _drop_none(overrides), "command line")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> RunConfig:
+    """Rebuild a RunConfig from a saved dict (e.g. a run's ``config.yaml``)."""
+    cfg = RunConfig()
+    _merge(cfg, data, where)
+    return cfg
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            sub = _drop_none(v)
+            if sub:
+                out[k] = sub
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    """The configuration as YAML text (key order kept)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Datasets: the MedMNIST catalog, finding and downloading files, loading arrays."""

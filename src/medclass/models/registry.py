@@ -1,0 +1,137 @@
+"""Model registry: ``register_model`` decorates a builder, ``create_model`` builds by name.
+
+Names are lower-case; ``timm/<name>`` builds any timm architecture (random init unless
+``pretrained=True``). A name registered twice raises, so one file cannot silently replace another's model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from medclass.errors import ModelError
+
+# Modules that register models when imported. Adding a model is one new file plus one line here.
+_MODEL_MODULES = ("medclass.models.resnet", "medclass.models.smallcnn")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about a model.
+
+    Attributes:
+        name: Registry name.
+        builder: ``builder(in_chans=..., num_classes=..., **kwargs) -> nn.Module``.
+        family: Architecture family (``resnet``, ``cnn`` ...).
+        spatial_dims: 2 or 3.
+        sizes: Input sizes it is meant for (informational).
+        description: One line.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str
+    spatial_dims: int
+    sizes: tuple[int, ...]
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_loaded = False
+
+
+def register_model(
+    name: str, *, family: str, spatial_dims: int = 2, sizes: tuple[int, ...] = (28, 64, 128, 224), description: str = ""
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that adds a model builder to the registry under ``name``.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name.lower()
+        if key in _REGISTRY:
+            raise ValueError(f"model '{key}' is already registered")
+        _REGISTRY[key] = ModelEntry(key, fn, family, spatial_dims, tuple(sizes), description or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in _MODEL_MODULES:
+            importlib.import_module(mod)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (``resnet*``), sorted."""
+    _ensure_loaded()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern.lower()))
+
+
+def model_info(name: str) -> ModelEntry:
+    """The registry entry of ``name`` (ModelError with suggestions when unknown)."""
+    _ensure_loaded()
+    key = name.lower()
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see 'medclass models'"
+        raise ModelError(f"unknown model '{name}'{hint}")
+    return _REGISTRY[key]
+
+
+def _timm_cam_layer(model: nn.Module) -> str:
+    info = getattr(model, "feature_info", None)
+    if info:
+        last = info[-1] if isinstance(info, list) else info.get_dicts()[-1]
+        return str(last["module"])
+    return ""
+
+
+def create_model(
+    name: str, *, in_chans: int = 1, num_classes: int = 2, pretrained: bool = False, **kwargs
+) -> nn.Module:
+    """Build a model by registry name or ``timm/<name>``.
+
+    Args:
+        name: Registry name (see :func:`list_models`) or ``timm/<architecture>``.
+        in_chans: Input channels (1 grey, 3 colour).
+        num_classes: Number of outputs.
+        pretrained: Load pretrained weights (timm models only; needs them available offline or online).
+        **kwargs: Passed to the builder (e.g. ``drop_rate``).
+
+    Returns:
+        An ``nn.Module`` with ``forward_features``, ``forward_head``, ``reset_classifier`` and ``default_cam_layer``.
+    """
+    if name.lower().startswith("timm/"):
+        try:
+            import timm
+        except ImportError as err:  # pragma: no cover - timm is a dependency
+            raise ModelError(f"model '{name}' needs timm ({err})") from None
+        arch = name[5:]
+        if not timm.is_model(arch):
+            close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+            hint = f"; did you mean {', '.join('timm/' + c for c in close)}?" if close else ""
+            raise ModelError(f"unknown timm model '{arch}'{hint}")
+        try:
+            model = timm.create_model(arch, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes, **kwargs)
+        except (RuntimeError, OSError, ValueError) as err:
+            raise ModelError(f"cannot build timm model '{arch}': {err}") from None
+        model.default_cam_layer = _timm_cam_layer(model)
+        model.spatial_dims = 2
+        return model
+    entry = model_info(name)
+    if pretrained:
+        raise ModelError(f"model '{name}' has no pretrained weights; use a timm/<name> model for ImageNet weights")
+    model = entry.builder(in_chans=in_chans, num_classes=num_classes, **kwargs)
+    model.spatial_dims = entry.spatial_dims
+    return model

@@ -1,0 +1,103 @@
+"""Small, fast residual CNNs for the default recipe: a few hundred thousand parameters, 2D or 3D.
+
+Three stages of two residual 3x3 blocks each, halving the resolution between stages. On 28 px
+images the 2D model costs about 0.07 GFLOP per image, a fraction of ResNet-18's 0.9.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from medclass.models.base import Classifier, bn_nd, conv_nd
+from medclass.models.registry import register_model
+
+
+class ConvBNAct(nn.Sequential):
+    """Convolution, batch norm, ReLU."""
+
+    def __init__(self, dims: int, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__(
+            conv_nd(dims)(in_ch, out_ch, 3, stride, 1, bias=False), bn_nd(dims)(out_ch), nn.ReLU(inplace=True)
+        )
+
+
+class ResBlock(nn.Module):
+    """``x + BN(conv(ReLU(BN(conv(x)))))`` followed by ReLU."""
+
+    def __init__(self, dims: int, ch: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBNAct(dims, ch, ch)
+        self.conv2 = conv_nd(dims)(ch, ch, 3, 1, 1, bias=False)
+        self.bn2 = bn_nd(dims)(ch)
+        nn.init.zeros_(self.bn2.weight)  # start as identity: stabilises short training runs
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.bn2(self.conv2(self.conv1(x))))
+
+
+class SmallCNN(Classifier):
+    """Stem, then per stage: a (strided) transition conv and ``depth`` residual blocks.
+
+    Args:
+        dims: 2 or 3 spatial dimensions.
+        widths: Channels per stage.
+        depth: Residual blocks per stage.
+        stem_stride: Stride of the first convolution (2 halves the input at once, for volumes).
+        in_chans: Input channels.
+        num_classes: Outputs.
+        drop_rate: Dropout before the head.
+
+    Shapes:
+        ``(B, in_chans, H, W)`` or ``(B, in_chans, D, H, W)`` -> ``(B, num_classes)``.
+    """
+
+    default_cam_layer = "features.stage3"
+
+    def __init__(
+        self,
+        *,
+        dims: int = 2,
+        widths: tuple[int, ...] = (32, 64, 128),
+        depth: int = 1,
+        stem_stride: int = 1,
+        in_chans: int = 1,
+        num_classes: int = 2,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__(widths[-1], num_classes, drop_rate)
+        layers: list[tuple[str, nn.Module]] = [("stem", ConvBNAct(dims, in_chans, widths[0], stem_stride))]
+        in_ch = widths[0]
+        for i, ch in enumerate(widths):
+            blocks: list[nn.Module] = [ConvBNAct(dims, in_ch, ch, 1 if i == 0 else 2)]
+            blocks += [ResBlock(dims, ch) for _ in range(depth)]
+            layers.append((f"stage{i + 1}", nn.Sequential(*blocks)))
+            in_ch = ch
+        self.default_cam_layer = f"features.stage{len(widths)}"
+        self.features = nn.Sequential(OrderedDict(layers))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+@register_model("smallcnn", family="cnn", sizes=(28, 64, 128), description="Small residual CNN (2D), the default")
+def smallcnn(*, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, **kw) -> SmallCNN:
+    """Small residual CNN for 2D images: widths 32/64/128, one residual block per stage."""
+    return SmallCNN(dims=2, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
+
+
+@register_model("smallcnn_wide", family="cnn", sizes=(28, 64, 128), description="Wider small residual CNN (2D)")
+def smallcnn_wide(*, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, **kw) -> SmallCNN:
+    """Small residual CNN for 2D images: widths 64/128/256, one residual block per stage."""
+    kw.setdefault("widths", (64, 128, 256))
+    return SmallCNN(dims=2, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
+
+
+@register_model("smallcnn3d", family="cnn", spatial_dims=3, sizes=(28, 64), description="Small residual CNN (3D)")
+def smallcnn3d(*, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, **kw) -> SmallCNN:
+    """Small residual CNN for volumes: widths 16/32/64, first conv at full resolution."""
+    kw.setdefault("widths", (16, 32, 64))
+    return SmallCNN(dims=3, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)

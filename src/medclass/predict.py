@@ -1,0 +1,162 @@
+"""``Predictor``: the one object behind ``medclass predict`` (and later the REST service and PACS bridge).
+
+It applies the checkpoint's stored preprocessing and operating threshold, so inference never guesses.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medclass.checkpoint import load_model
+from medclass.data.dataset import resize_images, to_channels_first
+from medclass.errors import DataError
+from medclass.io.images import is_image_file, read_image, to_uint8
+from medclass.train.loop import predict_probs
+
+
+@dataclass
+class Prediction:
+    """Predictions for a batch of images.
+
+    Attributes:
+        probs: ``(N, K)`` class probabilities (binary: ``[P(negative), P(positive)]``).
+        labels: ``(N,)`` predicted class index, or ``(N, L)`` 0/1 for multi-label, at the operating threshold.
+        sources: ``(N,)`` where each image came from (file name, or ``file[index]`` for arrays).
+    """
+
+    probs: np.ndarray
+    labels: np.ndarray
+    sources: list[str]
+
+
+class Predictor:
+    """Run a trained model on arrays or files.
+
+    Args:
+        model: The network (eval mode).
+        meta: Its checkpoint metadata (``model.json``).
+        batch_size: Images per forward pass.
+    """
+
+    def __init__(self, model: nn.Module, meta: dict[str, Any], batch_size: int = 256) -> None:
+        self.model = model.eval()
+        self.meta = meta
+        self.task: str = meta["task"]
+        self.label_names: list[str] = list(meta["label_names"])
+        self.prep: dict[str, Any] = meta["preprocessing"]
+        self.threshold = meta.get("threshold")
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(cls, run_dir: str | Path, **kwargs: Any) -> Predictor:
+        """Load a run folder written by ``medclass train``."""
+        model, meta = load_model(run_dir)
+        return cls(model, meta, **kwargs)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` or ``(C, D, H, W)`` the model was trained on."""
+        return tuple(self.prep["input_shape"])
+
+    def prepare(self, images: np.ndarray, *, where: str = "input") -> torch.Tensor:
+        """Bring an image stack to the model's channels and size as ``uint8`` ``(N, C, ...)``.
+
+        Args:
+            images: ``(H, W)``, ``(H, W, C)``, ``(N, H, W)``, ``(N, C, H, W)``, ``(N, H, W, C)`` (or 3D forms) of any dtype.
+            where: Name used in error messages.
+        """
+        c, spatial = self.input_shape[0], self.input_shape[1:]
+        arr = to_uint8(np.asarray(images))
+        dims = len(spatial)
+        if arr.ndim == dims or (arr.ndim == dims + 1 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3)):
+            arr = arr[None]  # a single image
+        if arr.ndim == dims + 2 and arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
+            pass  # already (N, C, ...)
+        else:
+            arr = to_channels_first(arr, spatial_dims=dims, where=where)
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+        if x.shape[1] != c:
+            if c == 1:
+                x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, *([1] * dims))).sum(1, keepdim=True)
+                x = x.round().clamp(0, 255).to(torch.uint8)
+            else:
+                x = x.expand(-1, 3, *x.shape[2:]).contiguous()
+        if tuple(x.shape[2:]) != tuple(spatial):
+            if len(set(spatial)) != 1:
+                raise DataError(f"{where}: cannot resize to non-square input {spatial}")
+            x = resize_images(x, spatial[0])
+        return x
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """Labels from probabilities at the stored operating threshold (argmax for multi-class)."""
+        if self.task == "binary":
+            t = 0.5 if self.threshold is None else float(self.threshold)
+            return (probs[:, 1] >= t).astype(np.int64)
+        if self.task == "multilabel":
+            t = np.full(probs.shape[1], 0.5) if self.threshold is None else np.asarray(self.threshold, dtype=float)
+            t = np.where(np.isnan(t), 0.5, t)
+            return (probs >= t).astype(np.int64)
+        return probs.argmax(1)
+
+    def predict_array(self, images: np.ndarray, *, where: str = "input") -> tuple[np.ndarray, np.ndarray]:
+        """``(probs (N, K), labels)`` for an image array."""
+        x = self.prepare(images, where=where)
+        probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size)
+        return probs, self.decide(probs)
+
+    def predict_paths(self, inputs: Sequence[str | Path]) -> Prediction:
+        """Predict for image files, folders of images, ``.npy`` arrays and ``.npz`` files."""
+        arrays, sources = [], []
+        for item in inputs:
+            for arr, name in _read_input(Path(item)):
+                x = self.prepare(arr, where=name)
+                arrays.append(x)
+                sources.extend([name] if x.shape[0] == 1 else [f"{name}[{i}]" for i in range(x.shape[0])])
+        if not arrays:
+            raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+        x = torch.cat(arrays)
+        probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size)
+        return Prediction(probs, self.decide(probs), sources)
+
+
+def _read_input(path: Path) -> Iterator[tuple[np.ndarray, str]]:
+    """Yield ``(array, source name)`` for one CLI input: each image of a folder, or one array."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        if not files:
+            raise DataError(f"{path}: no image files found")
+        for f in files:
+            yield read_image(f), str(f)
+        return
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: not a readable .npy array ({err})") from None
+        yield arr, str(path)
+        return
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                keys = [k for k in ("test_images", "images") if k in npz.files] or [
+                    k for k in npz.files if k.endswith("images")
+                ]
+                if not keys:
+                    raise DataError(f"{path}: no 'images' or 'test_images' array (found: {', '.join(npz.files)})")
+                arr = npz[keys[0]]
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise DataError(f"{path}: not a readable .npz file ({err})") from None
+        yield arr, f"{path}:{keys[0]}"
+        return
+    yield read_image(path), str(path)

@@ -1,0 +1,1 @@
+"""Training: an explicit loop built from small parts (optimiser, schedule, EMA, checkpoints)."""

@@ -1,0 +1,287 @@
+"""The training loop, written out: epochs of shuffled in-memory batches, validation, checkpoints.
+
+Built from small parts (:func:`train_one_epoch`, :func:`predict_probs`, the optimiser and EMA in
+:mod:`medclass.train.optim`, the artefact writers in :mod:`medclass.checkpoint`) rather than a
+framework of hooks. A run killed at any point resumes from its last completed epoch with the
+same result it would have had.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medclass import checkpoint
+from medclass.config import RunConfig, config_from_dict, dump_yaml
+from medclass.data.dataset import Dataset, Split, iterate_batches, label_counts
+from medclass.metrics import medmnist
+from medclass.models import create_model
+from medclass.tasks import logits_to_probs, num_outputs, task_loss
+from medclass.transforms import Compose, build_augment
+from medclass.utils.files import write_text
+from medclass.utils.seed import seed_everything
+
+
+def preprocessing_for(dataset: Dataset) -> dict[str, Any]:
+    """The preprocessing a model trained on ``dataset`` expects; stored in its checkpoint."""
+    c = dataset.channels
+    return {
+        "input_shape": list(dataset.sample_shape),
+        "channels": c,
+        "scale": 1 / 255,
+        "mean": [0.5] * c,
+        "std": [0.5] * c,
+        "resize": "bilinear",
+        "colour": "rgb" if c == 3 else "grey",
+    }
+
+
+def to_input(images: torch.Tensor, prep: dict[str, Any]) -> torch.Tensor:
+    """``uint8`` ``(B, C, ...)`` -> normalised float32 model input (channels-last memory layout)."""
+    c = images.shape[1]
+    shape = (1, c) + (1,) * (images.ndim - 2)
+    mean = torch.tensor(prep["mean"], dtype=torch.float32).view(shape)
+    std = torch.tensor(prep["std"], dtype=torch.float32).view(shape)
+    x = (images.float() * prep["scale"] - mean) / std
+    fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+    return x.contiguous(memory_format=fmt)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """bf16 when asked, or when ``auto`` and the CPU has native bf16 kernels; else None (fp32)."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def class_weights_for(split: Split, task: str, num_classes: int, mode: str | None) -> torch.Tensor | None:
+    """``balanced`` class weights (n / (k * count)) from the training labels, or None."""
+    if not mode:
+        return None
+    counts = label_counts(split.labels, num_classes).astype(np.float64)
+    if task == "multilabel":
+        known = (~np.isnan(split.labels)).sum(0)
+        return torch.tensor(np.clip((known - counts) / np.maximum(counts, 1), 0, 100), dtype=torch.float32)
+    w = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    split: Split,
+    *,
+    task: str,
+    prep: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Compose,
+    loss_kwargs: dict[str, Any],
+    amp: torch.dtype | None = None,
+    ema: Any = None,
+    grad_clip: float | None = None,
+    on_step: Callable[[float], None] | None = None,
+) -> float:
+    """One pass over ``split`` in random order; returns the mean training loss."""
+    model.train()
+    total, count = 0.0, 0
+    for images, labels, _ in iterate_batches(split, batch_size, shuffle=True, generator=generator):
+        if len(labels) < 2:  # batch norm needs two samples
+            continue
+        x = augment(to_input(images, prep), generator)
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+            logits = model(x)
+        loss = task_loss(logits, labels, task, **loss_kwargs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        loss_value = loss.item()
+        total += loss_value * len(labels)
+        count += len(labels)
+        if on_step:
+            on_step(loss_value)
+    return total / max(count, 1)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, prep: dict[str, Any], batch_size: int = 512) -> torch.Tensor:
+    """Logits ``(N, outputs)`` for a ``uint8`` image stack, in evaluation mode."""
+    model.eval()
+    outs = [model(to_input(images[i : i + batch_size], prep)).float() for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def predict_probs(model: nn.Module, images: torch.Tensor, task: str, prep: dict[str, Any], batch_size: int = 512) -> np.ndarray:
+    """Probabilities ``(N, K)`` (K = 2 for binary) for a ``uint8`` image stack."""
+    return logits_to_probs(predict_logits(model, images, prep, batch_size), task).numpy()
+
+
+def _history_csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> dict[str, Any]:
+    """The ``model.json`` content: everything inference needs besides the weights."""
+    kwargs = {"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {}
+    return {
+        "architecture": {
+            "name": cfg.model.name,
+            "in_chans": dataset.channels,
+            "num_outputs": num_outputs(dataset.task, dataset.num_classes),
+            "kwargs": kwargs,
+        },
+        "task": dataset.task,
+        "label_names": dataset.label_names,
+        "preprocessing": preprocessing_for(dataset),
+        "threshold": threshold,
+        "operating_point": {"method": cfg.eval.operating_point, "target_sensitivity": cfg.eval.target_sensitivity},
+        "dataset": {"name": dataset.name, "source": dataset.source, "md5": dataset.md5},
+    }
+
+
+def fit(
+    cfg: RunConfig,
+    dataset: Dataset,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train ``cfg`` on ``dataset``, writing checkpoints to ``out_dir``; returns the epoch history.
+
+    The best epoch by validation ``cfg.train.select_metric`` is kept in ``model.safetensors``.
+    With ``resume``, training continues after the last completed epoch saved in ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    generator = seed_everything(tc.seed)
+    task, prep = dataset.task, preprocessing_for(dataset)
+    model = create_model(cfg.model.name, in_chans=dataset.channels,
+                         num_classes=num_outputs(task, dataset.num_classes),
+                         **({"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {}))
+    fmt = torch.channels_last if dataset.spatial_dims == 2 else torch.channels_last_3d
+    model = model.to(memory_format=fmt)
+    from medclass.train.optim import EMA, build_optimizer, build_scheduler
+
+    train_split = dataset.splits["train"]
+    steps = sum(1 for s in range(0, len(train_split), tc.batch_size) if len(train_split) - s >= 2)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=tc.epochs)
+    ema = EMA(model, tc.ema) if tc.ema else None
+    augment = build_augment(cfg.augment)
+    loss_kwargs = {
+        "label_smoothing": cfg.optim.label_smoothing,
+        "class_weights": class_weights_for(train_split, task, dataset.num_classes, cfg.optim.class_weight),
+    }
+    amp = autocast_dtype(tc.precision)
+    history: list[dict[str, Any]] = []
+    best, start_epoch = -np.inf, 0
+
+    saved = checkpoint.load_state(out_dir) if resume else None
+    if saved is not None:
+        tensors, meta = saved
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        checkpoint.restore_optimizer(optimizer, tensors, meta["param_groups"])
+        scheduler.load_state_dict(meta["scheduler"])
+        if ema is not None:
+            ema.state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+            ema.steps = meta.get("ema_steps", 0)
+        generator.set_state(tensors["rng"])
+        torch.set_rng_state(tensors["torch_rng"])
+        history, best, start_epoch = meta["history"], meta["best"], meta["epoch"]
+        log(f"resuming {out_dir} after epoch {start_epoch}")
+    write_text(out_dir / "config.yaml", dump_yaml(cfg))
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps * tc.epochs, initial=steps * start_epoch, unit="step", dynamic_ncols=True, leave=True)
+    eval_model = create_model(cfg.model.name, in_chans=dataset.channels, num_classes=num_outputs(task, dataset.num_classes),
+                              **({"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {})) if ema else model
+    val = dataset.splits["val"]
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.perf_counter()
+
+        def on_step(loss: float, _e: int = epoch) -> None:
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"epoch {_e + 1}/{tc.epochs} loss {loss:.4f} val_auc {history[-1]['val_auc'] if history else float('nan'):.4f}")
+
+        train_loss = train_one_epoch(
+            model, train_split, task=task, prep=prep, optimizer=optimizer, scheduler=scheduler,
+            batch_size=tc.batch_size, generator=generator, augment=augment, loss_kwargs=loss_kwargs, amp=amp,
+            ema=ema, grad_clip=cfg.optim.grad_clip, on_step=on_step,
+        )
+        if ema is not None:
+            eval_model.load_state_dict(ema.state)
+        logits = predict_logits(eval_model, val.images, prep, tc.eval_batch_size)
+        val_loss = float(task_loss(logits, torch.from_numpy(val.labels), task))
+        probs = logits_to_probs(logits, task).numpy()
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": round(train_loss, 6),
+            "val_loss": round(val_loss, 6),
+            "val_auc": round(float(medmnist.auc(val.labels, probs, task)), 6),
+            "val_acc": round(float(medmnist.acc(val.labels, probs, task)), 6),
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        history.append(row)
+        score = row[f"val_{tc.select_metric}"] if tc.select_metric in ("auc", "acc") else -row["val_loss"]
+        if np.isnan(score):
+            score = -row["val_loss"]
+        if score > best:
+            best = score
+            checkpoint.save_model(out_dir, eval_model, model_meta(cfg, dataset))
+        opt_tensors, groups = checkpoint.flatten_optimizer(optimizer)
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update(opt_tensors)
+        if ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in ema.state.items()})
+        tensors["rng"] = generator.get_state()
+        tensors["torch_rng"] = torch.get_rng_state()
+        checkpoint.save_state(out_dir, tensors, {
+            "epoch": epoch + 1, "best": best, "history": history, "param_groups": groups,
+            "scheduler": scheduler.state_dict(), "ema_steps": ema.steps if ema else 0,
+        })
+        write_text(out_dir / "history.csv", _history_csv(history))
+        if bar is None:
+            log(f"epoch {epoch + 1}/{tc.epochs} loss {train_loss:.4f} val_auc {row['val_auc']:.4f} val_acc {row['val_acc']:.4f}")
+    if bar is not None:
+        bar.close()
+    return history
+
+
+def resume_config(out_dir: str | Path) -> RunConfig:
+    """The configuration saved in a run folder (for ``--resume``)."""
+    from medclass.config import read_yaml
+
+    path = Path(out_dir) / "config.yaml"
+    return config_from_dict(read_yaml(path), str(path))

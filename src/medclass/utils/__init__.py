@@ -1,0 +1,1 @@
+"""Small helpers shared across medclass: atomic file writes and seeding."""
