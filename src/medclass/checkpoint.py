@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -69,27 +69,32 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     Returns:
         ``(model in eval mode, metadata dict)``.
     """
-    from medclass.models import create_model
+    from medclass.train.loop import build_model
 
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise ModelError(f"{run_dir}: checkpoint folder not found")
     meta = read_model_meta(run_dir)
     arch = meta["architecture"]
-    model = create_model(arch["name"], in_chans=arch["in_chans"], num_classes=arch["num_outputs"],
-                         **arch.get("kwargs", {}))
+    model = build_model(arch)
     state = _load_tensors(run_dir / MODEL_WEIGHTS)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ModelError(f"{run_dir / MODEL_WEIGHTS}: weights do not fit '{arch['name']}' ({str(err).splitlines()[0]})") from None
+        raise ModelError(
+            f"{run_dir / MODEL_WEIGHTS}: weights do not fit '{arch['name']}' ({str(err).splitlines()[0]})"
+        ) from None
     return model.eval(), meta
 
 
 def save_state(run_dir: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write the resumable training state (tensors first, then the JSON that makes them valid)."""
+    """Write the resumable training state (tensors first, then the JSON that makes them valid).
+
+    The metadata is also embedded in ``state.safetensors``, so a process killed between the two
+    writes cannot leave new tensors paired with the previous epoch's ``state.json``.
+    """
     run_dir = Path(run_dir)
-    _save_tensors(run_dir / STATE_TENSORS, tensors)
+    _save_tensors(run_dir / STATE_TENSORS, tensors, {"state": json.dumps(meta)})
     write_json(run_dir / STATE_META, meta)
 
 
@@ -99,7 +104,10 @@ def load_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     if not (run_dir / STATE_META).is_file():
         return None
     meta = json.loads((run_dir / STATE_META).read_text(encoding="utf-8"))
-    return _load_tensors(run_dir / STATE_TENSORS), meta
+    tensors = _load_tensors(run_dir / STATE_TENSORS)
+    with safe_open(str(run_dir / STATE_TENSORS), framework="pt") as fh:
+        embedded = (fh.metadata() or {}).get("state")
+    return tensors, json.loads(embedded) if embedded else meta
 
 
 def flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -112,7 +120,9 @@ def flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, sd["param_groups"]
 
 
-def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> None:
+def restore_optimizer(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]
+) -> None:
     """Inverse of :func:`flatten_optimizer`."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

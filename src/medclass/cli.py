@@ -31,8 +31,18 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     rows = []
     for info in CATALOG.values():
         n = info.n_samples
-        rows.append([info.name, f"{info.ndim}D", info.task, info.channels, info.num_classes,
-                     f"{n['train']}/{n['val']}/{n['test']}", ",".join(str(s) for s in sorted(info.files)), info.license])
+        rows.append(
+            [
+                info.name,
+                f"{info.ndim}D",
+                info.task,
+                info.channels,
+                info.num_classes,
+                f"{n['train']}/{n['val']}/{n['test']}",
+                ",".join(str(s) for s in sorted(info.files)),
+                info.license,
+            ]
+        )
     _print_table(rows, ["name", "dims", "task", "channels", "classes", "train/val/test", "sizes", "licence"])
     return 0
 
@@ -43,7 +53,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name in list_models(args.pattern):
         e = model_info(name)
-        rows.append([name, e.family, f"{e.spatial_dims}D", ",".join(map(str, e.sizes)), e.description])
+        rows.append(
+            [name, e.family, "/".join(f"{d}D" for d in e.spatial_dims), ",".join(map(str, e.sizes)), e.description]
+        )
     _print_table(rows, ["name", "family", "dims", "sizes", "description"])
     print("\nAny timm architecture is available as timm/<name> (e.g. timm/densenet121).")
     return 0
@@ -55,8 +67,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "model": {"name": args.model},
         "optim": {"lr": args.lr},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed},
-        "eval": {"operating_point": "sensitivity" if args.target_sensitivity is not None else None,
-                 "target_sensitivity": args.target_sensitivity},
+        "eval": {
+            "operating_point": "sensitivity" if args.target_sensitivity is not None else None,
+            "target_sensitivity": args.target_sensitivity,
+        },
     }
 
 
@@ -64,12 +78,16 @@ def _summary(metrics: dict[str, Any], split: str = "test") -> None:
     from medclass.evaluate import reference_rows
 
     s = metrics["splits"][split]
-    print(f"\n{metrics['dataset']} {split}: AUC {s['auc']:.4f} (95% CI {s['auc_ci'][0]:.3f}-{s['auc_ci'][1]:.3f}), "
-          f"ACC {s['acc']:.4f} (95% CI {s['acc_ci'][0]:.3f}-{s['acc_ci'][1]:.3f}), n={s['n']}")
+    print(
+        f"\n{metrics['dataset']} {split}: AUC {s['auc']:.4f} (95% CI {s['auc_ci'][0]:.3f}-{s['auc_ci'][1]:.3f}), "
+        f"ACC {s['acc']:.4f} (95% CI {s['acc_ci'][0]:.3f}-{s['acc_ci'][1]:.3f}), n={s['n']}"
+    )
     if "operating_point" in s and metrics["task"] == "binary":
         op = s["operating_point"]
-        print(f"operating point (threshold {op['threshold']:.3f}, chosen on val): sensitivity {op['sensitivity']:.3f}, "
-              f"specificity {op['specificity']:.3f}, ACC {op['acc']:.3f}")
+        print(
+            f"operating point (threshold {op['threshold']:.3f}, chosen on val): sensitivity {op['sensitivity']:.3f}, "
+            f"specificity {op['specificity']:.3f}, ACC {op['acc']:.3f}"
+        )
     rows = reference_rows(metrics["dataset"])
     if rows and split == "test":
         print("\nMedMNIST v2 test results (Yang et al. 2023) beside this run:")
@@ -93,7 +111,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.data:
             raise MedclassError("train: --data is required")
         cfg = build_config(recipe=args.recipe, config_file=args.config, overrides=_overrides(args))
-    out = Path(args.out) if args.out else Path("runs") / f"{Path(cfg.data.spec).stem.replace('@', '_')}-{cfg.model.name.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs")
+        / f"{Path(cfg.data.spec).stem.replace('@', '_')}-{cfg.model.name.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"  # noqa: E501
+    )
     cfg.name = out.name
     d = cfg.data
     dataset = load_dataset(d.spec, image_size=d.image_size, val=d.val_fraction, test=d.test_fraction, seed=d.split_seed)
@@ -106,8 +129,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics, plot, _ = evaluate_model(model, meta, dataset, n_bootstrap=cfg.eval.n_bootstrap, seed=cfg.train.seed)
     meta["threshold"] = metrics["threshold"]
     save_model(out, model, {k: v for k, v in meta.items() if k != "format_version"})
-    write_evaluation(out, metrics, plot, history=read_history(out) or history, config=cfg.to_dict(),
-                     title=f"medclass: {dataset.name} / {cfg.model.name}")
+    write_evaluation(
+        out,
+        metrics,
+        plot,
+        history=read_history(out) or history,
+        config=cfg.to_dict(),
+        title=f"medclass: {dataset.name} / {cfg.model.name}",
+    )
     assert read_model_meta(out)["threshold"] == meta["threshold"]
     _ = dump_yaml
     print(f"training took {minutes:.1f} min; run folder {out}")
@@ -125,8 +154,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for split in dataset.splits.values():
         split.images = predictor.prepare(split.images.numpy(), where=args.data)
     splits = tuple(args.split)
-    metrics, plot, _ = evaluate_model(predictor.model, predictor.meta, dataset, splits=splits,
-                                      threshold=predictor.threshold, n_bootstrap=args.n_bootstrap)
+    metrics, plot, _ = evaluate_model(
+        predictor.model,
+        predictor.meta,
+        dataset,
+        splits=splits,
+        threshold=predictor.threshold,
+        n_bootstrap=args.n_bootstrap,
+    )
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval-{Path(args.data).stem.replace('@', '_')}"
     write_evaluation(out, metrics, plot, title=f"medclass evaluation: {dataset.name}")
     for s in splits:
@@ -146,7 +181,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["source", *[f"prob_{n}" for n in names], "label"])
     for src, p, lab in zip(pred.sources, pred.probs, pred.labels, strict=True):
-        label = ";".join(n for n, v in zip(names, lab, strict=True) if v) if predictor.task == "multilabel" else names[int(lab)]
+        label = (
+            ";".join(n for n, v in zip(names, lab, strict=True) if v)
+            if predictor.task == "multilabel"
+            else names[int(lab)]
+        )
         writer.writerow([src, *[f"{v:.6f}" for v in p], label])
     if args.out:
         write_text(args.out, buf.getvalue())

@@ -85,9 +85,16 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    """Training loop options."""
+    """Training loop options.
+
+    Attributes:
+        epochs: Passes over the training split.
+        min_steps: Raise ``epochs`` until at least this many optimiser steps are taken, so small
+            datasets get enough updates (0 = off).
+    """
 
     epochs: int = 20
+    min_steps: int = 0
     batch_size: int = 128
     eval_batch_size: int = 512
     seed: int = 0

@@ -22,19 +22,32 @@ from medclass.utils.files import write_json
 # MedMNIST v2 test AUC/ACC (Yang et al., Sci Data 2023), for printing beside our results.
 MEDMNIST_REFERENCE: dict[str, list[tuple[str, float, float]]] = {
     "pneumoniamnist": [
-        ("ResNet-18 (28)", 0.944, 0.854), ("ResNet-18 (224)", 0.956, 0.864), ("ResNet-50 (28)", 0.948, 0.854),
-        ("ResNet-50 (224)", 0.962, 0.884), ("auto-sklearn", 0.942, 0.855), ("AutoKeras", 0.947, 0.878),
+        ("ResNet-18 (28)", 0.944, 0.854),
+        ("ResNet-18 (224)", 0.956, 0.864),
+        ("ResNet-50 (28)", 0.948, 0.854),
+        ("ResNet-50 (224)", 0.962, 0.884),
+        ("auto-sklearn", 0.942, 0.855),
+        ("AutoKeras", 0.947, 0.878),
         ("Google AutoML Vision", 0.991, 0.946),
     ],
     "breastmnist": [
-        ("ResNet-18 (28)", 0.901, 0.863), ("ResNet-18 (224)", 0.891, 0.833), ("ResNet-50 (28)", 0.857, 0.812),
-        ("ResNet-50 (224)", 0.866, 0.842), ("auto-sklearn", 0.836, 0.803), ("AutoKeras", 0.871, 0.831),
+        ("ResNet-18 (28)", 0.901, 0.863),
+        ("ResNet-18 (224)", 0.891, 0.833),
+        ("ResNet-50 (28)", 0.857, 0.812),
+        ("ResNet-50 (224)", 0.866, 0.842),
+        ("auto-sklearn", 0.836, 0.803),
+        ("AutoKeras", 0.871, 0.831),
         ("Google AutoML Vision", 0.919, 0.861),
     ],
     "adrenalmnist3d": [
-        ("ResNet-18+2.5D", 0.718, 0.772), ("ResNet-18+3D", 0.827, 0.721), ("ResNet-18+ACS", 0.839, 0.754),
-        ("ResNet-50+2.5D", 0.732, 0.763), ("ResNet-50+3D", 0.828, 0.745), ("ResNet-50+ACS", 0.828, 0.758),
-        ("auto-sklearn", 0.828, 0.802), ("AutoKeras", 0.804, 0.705),
+        ("ResNet-18+2.5D", 0.718, 0.772),
+        ("ResNet-18+3D", 0.827, 0.721),
+        ("ResNet-18+ACS", 0.839, 0.754),
+        ("ResNet-50+2.5D", 0.732, 0.763),
+        ("ResNet-50+3D", 0.828, 0.745),
+        ("ResNet-50+ACS", 0.828, 0.758),
+        ("auto-sklearn", 0.828, 0.802),
+        ("AutoKeras", 0.804, 0.705),
     ],
 }
 
@@ -87,20 +100,32 @@ def evaluate_model(
             val_probs = predict_probs(model, dataset.splits["val"].images, task, prep, batch_size)
         method = op.get("method", "youden")
         threshold = choose_threshold(
-            dataset.splits["val"].labels, val_probs, task=task, method=method,
+            dataset.splits["val"].labels,
+            val_probs,
+            task=task,
+            method=method,
             target_sensitivity=op.get("target_sensitivity") if method == "sensitivity" else None,
         )
     if isinstance(threshold, float) and math.isnan(threshold):
         threshold = None
-    metrics: dict[str, Any] = {"dataset": dataset.name, "task": task, "label_names": list(meta["label_names"]),
-                               "splits": {}}
+    metrics: dict[str, Any] = {
+        "dataset": dataset.name,
+        "task": task,
+        "label_names": list(meta["label_names"]),
+        "splits": {},
+    }
     plot: dict[str, Any] = {}
     for s in splits:
         split = dataset.splits[s]
         metrics["splits"][s] = evaluate_predictions(
-            split.labels, probs[s], task=task, label_names=meta["label_names"],
+            split.labels,
+            probs[s],
+            task=task,
+            label_names=meta["label_names"],
             operating_threshold=threshold if task in ("binary", "multilabel") else None,
-            groups=split.patient_ids, n_bootstrap=n_bootstrap, seed=seed,
+            groups=split.patient_ids,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
         )
         plot[s] = _report_curves(curves(split.labels, probs[s], task=task, label_names=meta["label_names"]))
     metrics["threshold"] = threshold
@@ -123,8 +148,9 @@ def write_evaluation(
     rows = reference_rows(metrics["dataset"])
     report_metrics = dict(metrics, reference=rows) if rows else metrics
     write_json(out_dir / "metrics.json", metrics)
-    write_report(out_dir / "report.html", title=title, metrics=report_metrics, curves=plot, history=history,
-                 config=config)
+    write_report(
+        out_dir / "report.html", title=title, metrics=report_metrics, curves=plot, history=history, config=config
+    )
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:

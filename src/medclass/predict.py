@@ -70,7 +70,8 @@ class Predictor:
         """Bring an image stack to the model's channels and size as ``uint8`` ``(N, C, ...)``.
 
         Args:
-            images: ``(H, W)``, ``(H, W, C)``, ``(N, H, W)``, ``(N, C, H, W)``, ``(N, H, W, C)`` (or 3D forms) of any dtype.
+            images: ``(H, W)``, ``(H, W, C)``, ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` (or the
+                3D forms), any dtype.
             where: Name used in error messages.
         """
         c, spatial = self.input_shape[0], self.input_shape[1:]
@@ -82,7 +83,7 @@ class Predictor:
             pass  # already (N, C, ...)
         else:
             arr = to_channels_first(arr, spatial_dims=dims, where=where)
-        x = torch.from_numpy(np.ascontiguousarray(arr))
+        x = torch.from_numpy(np.require(arr, requirements=["C", "W"]))  # PIL arrays are read-only
         if x.shape[1] != c:
             if c == 1:
                 x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, *([1] * dims))).sum(1, keepdim=True)
@@ -143,7 +144,8 @@ def _read_input(path: Path) -> Iterator[tuple[np.ndarray, str]]:
         try:
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
-            raise DataError(f"{path}: not a readable .npy array ({err})") from None
+            reason = "not a NumPy array file" if "pickle" in str(err) else str(err).splitlines()[0]
+            raise DataError(f"{path}: not a readable .npy array ({reason})") from None
         yield arr, str(path)
         return
     if suffix == ".npz":

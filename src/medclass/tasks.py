@@ -68,6 +68,4 @@ def task_loss(
     known = ~torch.isnan(labels)
     if not known.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(
-        logits[known], labels[known].long(), weight=class_weights, label_smoothing=label_smoothing
-    )
+    return F.cross_entropy(logits[known], labels[known].long(), weight=class_weights, label_smoothing=label_smoothing)

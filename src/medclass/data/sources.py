@@ -98,6 +98,8 @@ def load_npz(
     if info is None:
         match = catalog.match_file(path, md5)
         info = match[0] if match else None
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a valid .npz file (not a zip archive; truncated or corrupt?)")
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
@@ -117,9 +119,7 @@ def load_npz(
             except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
                 raise DataError(f"{path}: cannot read '{split_name}' arrays ({err})") from None
             if images.shape[0] != labels.shape[0]:
-                raise DataError(
-                    f"{path}: {split_name} has {images.shape[0]} images but {labels.shape[0]} labels"
-                )
+                raise DataError(f"{path}: {split_name} has {images.shape[0]} images but {labels.shape[0]} labels")
             if images.dtype != np.uint8:
                 from medclass.io.images import to_uint8
 
@@ -311,7 +311,12 @@ def load_manifest(
 
 
 def load_dataset(
-    spec: str, *, image_size: int | None = None, val: float = 0.1, test: float = 0.2, seed: int = 0,
+    spec: str,
+    *,
+    image_size: int | None = None,
+    val: float = 0.1,
+    test: float = 0.2,
+    seed: int = 0,
     download: bool = True,
 ) -> Dataset:
     """Load data from a spec: catalog name (``breastmnist@64``), ``.npz``, folder or ``.csv`` manifest.

@@ -61,8 +61,11 @@ def read_image(path: str | Path, *, grey: bool | None = None) -> np.ndarray:
         raise InvalidImageError(f"{path}: image larger than {MAX_PIXELS} pixels") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise InvalidImageError(f"{path}: cannot decode image ({err})") from None
-    if arr.ndim == 3 and grey is None and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(
-        arr[..., 1], arr[..., 2]
+    if (
+        arr.ndim == 3
+        and grey is None
+        and np.array_equal(arr[..., 0], arr[..., 1])
+        and np.array_equal(arr[..., 1], arr[..., 2])
     ):
         arr = arr[..., 0]
     if grey and arr.ndim == 3:

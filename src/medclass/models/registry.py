@@ -28,7 +28,8 @@ class ModelEntry:
         name: Registry name.
         builder: ``builder(in_chans=..., num_classes=..., **kwargs) -> nn.Module``.
         family: Architecture family (``resnet``, ``cnn`` ...).
-        spatial_dims: 2 or 3.
+        spatial_dims: Supported spatial dimensions, ``(2,)``, ``(3,)`` or ``(2, 3)``; builders of
+            models supporting both take a ``spatial_dims`` keyword.
         sizes: Input sizes it is meant for (informational).
         description: One line.
     """
@@ -36,7 +37,7 @@ class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
     family: str
-    spatial_dims: int
+    spatial_dims: tuple[int, ...]
     sizes: tuple[int, ...]
     description: str
 
@@ -46,7 +47,12 @@ _loaded = False
 
 
 def register_model(
-    name: str, *, family: str, spatial_dims: int = 2, sizes: tuple[int, ...] = (28, 64, 128, 224), description: str = ""
+    name: str,
+    *,
+    family: str,
+    spatial_dims: int | tuple[int, ...] = 2,
+    sizes: tuple[int, ...] = (28, 64, 128, 224),
+    description: str = "",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator that adds a model builder to the registry under ``name``.
 
@@ -58,7 +64,9 @@ def register_model(
         key = name.lower()
         if key in _REGISTRY:
             raise ValueError(f"model '{key}' is already registered")
-        _REGISTRY[key] = ModelEntry(key, fn, family, spatial_dims, tuple(sizes), description or (fn.__doc__ or "").strip().split("\n")[0])
+        dims = (spatial_dims,) if isinstance(spatial_dims, int) else tuple(spatial_dims)
+        desc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[key] = ModelEntry(key, fn, family, dims, tuple(sizes), desc)
         return fn
 
     return deco
@@ -98,7 +106,13 @@ def _timm_cam_layer(model: nn.Module) -> str:
 
 
 def create_model(
-    name: str, *, in_chans: int = 1, num_classes: int = 2, pretrained: bool = False, **kwargs
+    name: str,
+    *,
+    in_chans: int = 1,
+    num_classes: int = 2,
+    pretrained: bool = False,
+    spatial_dims: int | None = None,
+    **kwargs,
 ) -> nn.Module:
     """Build a model by registry name or ``timm/<name>``.
 
@@ -107,6 +121,7 @@ def create_model(
         in_chans: Input channels (1 grey, 3 colour).
         num_classes: Number of outputs.
         pretrained: Load pretrained weights (timm models only; needs them available offline or online).
+        spatial_dims: 2 for images, 3 for volumes; ``None`` takes the model's first supported form.
         **kwargs: Passed to the builder (e.g. ``drop_rate``).
 
     Returns:
@@ -117,6 +132,8 @@ def create_model(
             import timm
         except ImportError as err:  # pragma: no cover - timm is a dependency
             raise ModelError(f"model '{name}' needs timm ({err})") from None
+        if spatial_dims not in (None, 2):
+            raise ModelError(f"model '{name}' is 2D only; for volumes use e.g. smallcnn or resnet18_3d")
         arch = name[5:]
         if not timm.is_model(arch):
             close = difflib.get_close_matches(arch, timm.list_models(), n=3)
@@ -132,6 +149,13 @@ def create_model(
     entry = model_info(name)
     if pretrained:
         raise ModelError(f"model '{name}' has no pretrained weights; use a timm/<name> model for ImageNet weights")
+    dims = entry.spatial_dims[0] if spatial_dims is None else spatial_dims
+    if dims not in entry.spatial_dims:
+        others = [n for n, e in _REGISTRY.items() if e.family == entry.family and dims in e.spatial_dims]
+        hint = f"; try {', '.join(others[:3])}" if others else ""
+        raise ModelError(f"model '{name}' does not support {dims}D inputs{hint}")
+    if len(entry.spatial_dims) > 1:
+        kwargs["spatial_dims"] = dims
     model = entry.builder(in_chans=in_chans, num_classes=num_classes, **kwargs)
-    model.spatial_dims = entry.spatial_dims
+    model.spatial_dims = dims
     return model

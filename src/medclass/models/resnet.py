@@ -29,7 +29,9 @@ class BasicBlock(nn.Module):
         self.bn2 = bn(ch)
         self.act = nn.ReLU(inplace=True)
         self.shortcut = (
-            nn.Sequential(conv(in_ch, ch, 1, stride, bias=False), bn(ch)) if stride != 1 or in_ch != ch else nn.Identity()
+            nn.Sequential(conv(in_ch, ch, 1, stride, bias=False), bn(ch))
+            if stride != 1 or in_ch != ch
+            else nn.Identity()
         )
 
     def forward(self, x):
@@ -119,19 +121,37 @@ class ResNet(Classifier):
 
 def _variant(block, layers, dims, small):
     def build(*, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, **kw) -> ResNet:
-        return ResNet(block, layers, dims=dims, small_input=small, in_chans=in_chans, num_classes=num_classes,
-                      drop_rate=drop_rate, **kw)
+        return ResNet(
+            block,
+            layers,
+            dims=dims,
+            small_input=small,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            drop_rate=drop_rate,
+            **kw,
+        )
 
     return build
 
 
 for _depth, _block, _layers in ((18, BasicBlock, (2, 2, 2, 2)), (50, Bottleneck, (3, 4, 6, 3))):
-    register_model(f"resnet{_depth}_28", family="resnet", sizes=(28, 64),
-                   description=f"ResNet-{_depth}, MedMNIST 28 px form (3x3 stem, no max-pool)")(
-        _variant(_block, _layers, 2, True))
-    register_model(f"resnet{_depth}_224", family="resnet", sizes=(64, 128, 224),
-                   description=f"ResNet-{_depth}, standard ImageNet form (7x7 stem, max-pool)")(
-        _variant(_block, _layers, 2, False))
-    register_model(f"resnet{_depth}_3d", family="resnet", spatial_dims=3, sizes=(28, 64),
-                   description=f"ResNet-{_depth} with 3D convolutions (3x3x3 stem, no max-pool)")(
-        _variant(_block, _layers, 3, True))
+    register_model(
+        f"resnet{_depth}_28",
+        family="resnet",
+        sizes=(28, 64),
+        description=f"ResNet-{_depth}, MedMNIST 28 px form (3x3 stem, no max-pool)",
+    )(_variant(_block, _layers, 2, True))
+    register_model(
+        f"resnet{_depth}_224",
+        family="resnet",
+        sizes=(64, 128, 224),
+        description=f"ResNet-{_depth}, standard ImageNet form (7x7 stem, max-pool)",
+    )(_variant(_block, _layers, 2, False))
+    register_model(
+        f"resnet{_depth}_3d",
+        family="resnet",
+        spatial_dims=3,
+        sizes=(28, 64),
+        description=f"ResNet-{_depth} with 3D convolutions (3x3x3 stem, no max-pool)",
+    )(_variant(_block, _layers, 3, True))

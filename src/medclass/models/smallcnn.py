@@ -83,21 +83,37 @@ class SmallCNN(Classifier):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-@register_model("smallcnn", family="cnn", sizes=(28, 64, 128), description="Small residual CNN (2D), the default")
-def smallcnn(*, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, **kw) -> SmallCNN:
-    """Small residual CNN for 2D images: widths 32/64/128, one residual block per stage."""
-    return SmallCNN(dims=2, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
+@register_model(
+    "smallcnn",
+    family="cnn",
+    spatial_dims=(2, 3),
+    sizes=(28, 64, 128),
+    description="Small residual CNN (2D or 3D), the default",
+)
+def smallcnn(
+    *, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, spatial_dims: int = 2, **kw
+) -> SmallCNN:
+    """Small residual CNN: widths 32/64/128 for images; 16/32/64/128 after a stride-2 stem for volumes."""
+    if spatial_dims == 3:
+        kw.setdefault("widths", (16, 32, 64, 128))
+        kw.setdefault("stem_stride", 2)
+    return SmallCNN(dims=spatial_dims, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
 
 
-@register_model("smallcnn_wide", family="cnn", sizes=(28, 64, 128), description="Wider small residual CNN (2D)")
-def smallcnn_wide(*, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, **kw) -> SmallCNN:
-    """Small residual CNN for 2D images: widths 64/128/256, one residual block per stage."""
-    kw.setdefault("widths", (64, 128, 256))
-    return SmallCNN(dims=2, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
-
-
-@register_model("smallcnn3d", family="cnn", spatial_dims=3, sizes=(28, 64), description="Small residual CNN (3D)")
-def smallcnn3d(*, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, **kw) -> SmallCNN:
-    """Small residual CNN for volumes: widths 16/32/64, first conv at full resolution."""
-    kw.setdefault("widths", (16, 32, 64))
-    return SmallCNN(dims=3, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
+@register_model(
+    "smallcnn_wide",
+    family="cnn",
+    spatial_dims=(2, 3),
+    sizes=(28, 64, 128),
+    description="Wider small residual CNN (2D or 3D)",
+)
+def smallcnn_wide(
+    *, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, spatial_dims: int = 2, **kw
+) -> SmallCNN:
+    """Small residual CNN with doubled widths: 64/128/256 (images), 32/64/128/256 (volumes)."""
+    if spatial_dims == 3:
+        kw.setdefault("widths", (32, 64, 128, 256))
+        kw.setdefault("stem_stride", 2)
+    else:
+        kw.setdefault("widths", (64, 128, 256))
+    return SmallCNN(dims=spatial_dims, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)

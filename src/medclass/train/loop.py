@@ -26,7 +26,7 @@ from medclass.metrics import medmnist
 from medclass.models import create_model
 from medclass.tasks import logits_to_probs, num_outputs, task_loss
 from medclass.transforms import Compose, build_augment
-from medclass.utils.files import write_text
+from medclass.utils.files import remove_stale_temps, write_text
 from medclass.utils.seed import seed_everything
 
 
@@ -127,9 +127,15 @@ def predict_logits(model: nn.Module, images: torch.Tensor, prep: dict[str, Any],
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
-def predict_probs(model: nn.Module, images: torch.Tensor, task: str, prep: dict[str, Any], batch_size: int = 512) -> np.ndarray:
+def predict_probs(
+    model: nn.Module, images: torch.Tensor, task: str, prep: dict[str, Any], batch_size: int = 512
+) -> np.ndarray:
     """Probabilities ``(N, K)`` (K = 2 for binary) for a ``uint8`` image stack."""
     return logits_to_probs(predict_logits(model, images, prep, batch_size), task).numpy()
+
+
+def _fmt_row(row: dict[str, Any]) -> str:
+    return f"val_auc {row['val_auc']:.4f} val_acc {row['val_acc']:.4f}"
 
 
 def _history_csv(rows: list[dict[str, Any]]) -> str:
@@ -142,12 +148,24 @@ def _history_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def build_model(arch: dict[str, Any]) -> nn.Module:
+    """Build the network described by a checkpoint's ``architecture`` entry."""
+    return create_model(
+        arch["name"],
+        in_chans=arch["in_chans"],
+        num_classes=arch["num_outputs"],
+        spatial_dims=arch.get("spatial_dims"),
+        **arch.get("kwargs", {}),
+    )
+
+
 def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> dict[str, Any]:
     """The ``model.json`` content: everything inference needs besides the weights."""
     kwargs = {"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {}
     return {
         "architecture": {
             "name": cfg.model.name,
+            "spatial_dims": dataset.spatial_dims,
             "in_chans": dataset.channels,
             "num_outputs": num_outputs(dataset.task, dataset.num_classes),
             "kwargs": kwargs,
@@ -182,17 +200,17 @@ def fit(
         torch.set_num_threads(tc.threads)
     generator = seed_everything(tc.seed)
     task, prep = dataset.task, preprocessing_for(dataset)
-    model = create_model(cfg.model.name, in_chans=dataset.channels,
-                         num_classes=num_outputs(task, dataset.num_classes),
-                         **({"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {}))
+    arch = model_meta(cfg, dataset)["architecture"]
+    model = build_model(arch)
     fmt = torch.channels_last if dataset.spatial_dims == 2 else torch.channels_last_3d
     model = model.to(memory_format=fmt)
     from medclass.train.optim import EMA, build_optimizer, build_scheduler
 
     train_split = dataset.splits["train"]
     steps = sum(1 for s in range(0, len(train_split), tc.batch_size) if len(train_split) - s >= 2)
+    epochs = max(tc.epochs, -(-tc.min_steps // max(steps, 1)))
     optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=tc.epochs)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
     ema = EMA(model, tc.ema) if tc.ema else None
     augment = build_augment(cfg.augment)
     loss_kwargs = {
@@ -203,6 +221,8 @@ def fit(
     history: list[dict[str, Any]] = []
     best, start_epoch = -np.inf, 0
 
+    if resume:
+        remove_stale_temps(out_dir)  # left by writes that a killed run never finished
     saved = checkpoint.load_state(out_dir) if resume else None
     if saved is not None:
         tensors, meta = saved
@@ -222,22 +242,33 @@ def fit(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps * tc.epochs, initial=steps * start_epoch, unit="step", dynamic_ncols=True, leave=True)
-    eval_model = create_model(cfg.model.name, in_chans=dataset.channels, num_classes=num_outputs(task, dataset.num_classes),
-                              **({"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {})) if ema else model
+        bar = tqdm(total=steps * epochs, initial=steps * start_epoch, unit="step", dynamic_ncols=True, leave=True)
+    eval_model = build_model(arch).to(memory_format=fmt) if ema else model
     val = dataset.splits["val"]
-    for epoch in range(start_epoch, tc.epochs):
+    for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
 
         def on_step(loss: float, _e: int = epoch) -> None:
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(f"epoch {_e + 1}/{tc.epochs} loss {loss:.4f} val_auc {history[-1]['val_auc'] if history else float('nan'):.4f}")
+                val_auc = history[-1]["val_auc"] if history else float("nan")
+                bar.set_postfix_str(f"epoch {_e + 1}/{epochs} loss {loss:.4f} val_auc {val_auc:.4f}")
 
         train_loss = train_one_epoch(
-            model, train_split, task=task, prep=prep, optimizer=optimizer, scheduler=scheduler,
-            batch_size=tc.batch_size, generator=generator, augment=augment, loss_kwargs=loss_kwargs, amp=amp,
-            ema=ema, grad_clip=cfg.optim.grad_clip, on_step=on_step,
+            model,
+            train_split,
+            task=task,
+            prep=prep,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            batch_size=tc.batch_size,
+            generator=generator,
+            augment=augment,
+            loss_kwargs=loss_kwargs,
+            amp=amp,
+            ema=ema,
+            grad_clip=cfg.optim.grad_clip,
+            on_step=on_step,
         )
         if ema is not None:
             eval_model.load_state_dict(ema.state)
@@ -267,13 +298,21 @@ def fit(
             tensors.update({f"ema.{k}": v for k, v in ema.state.items()})
         tensors["rng"] = generator.get_state()
         tensors["torch_rng"] = torch.get_rng_state()
-        checkpoint.save_state(out_dir, tensors, {
-            "epoch": epoch + 1, "best": best, "history": history, "param_groups": groups,
-            "scheduler": scheduler.state_dict(), "ema_steps": ema.steps if ema else 0,
-        })
+        checkpoint.save_state(
+            out_dir,
+            tensors,
+            {
+                "epoch": epoch + 1,
+                "best": best,
+                "history": history,
+                "param_groups": groups,
+                "scheduler": scheduler.state_dict(),
+                "ema_steps": ema.steps if ema else 0,
+            },
+        )
         write_text(out_dir / "history.csv", _history_csv(history))
         if bar is None:
-            log(f"epoch {epoch + 1}/{tc.epochs} loss {train_loss:.4f} val_auc {row['val_auc']:.4f} val_acc {row['val_acc']:.4f}")
+            log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.4f} {_fmt_row(row)}")
     if bar is not None:
         bar.close()
     return history

@@ -50,3 +50,13 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically. NaN is written as ``NaN`` (JSON5/Python style)."""
     return write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.*.tmp``) of writes that a killed process never finished."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed

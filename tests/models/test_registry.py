@@ -1,0 +1,101 @@
+"""The model registry and the model contract every architecture honours, 2D and 3D, 1 and 3 channels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medclass.errors import ModelError
+from medclass.models import create_model, list_models, model_info, register_model
+from medclass.models.registry import _REGISTRY
+
+TIMM_MODELS = ("timm/resnet18", "timm/mobilenetv3_small_050")
+SIZE = {2: 28, 3: 16}
+
+
+def _cases() -> list[tuple[str, int]]:
+    cases = [(name, dims) for name in list_models() for dims in model_info(name).spatial_dims]
+    return cases + [(name, 2) for name in TIMM_MODELS]
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+@pytest.mark.parametrize(("name", "dims"), _cases(), ids=lambda v: str(v))
+def test_model_contract(name: str, dims: int, in_chans: int) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, in_chans=in_chans, num_classes=3, spatial_dims=dims)
+    assert model.spatial_dims == dims
+    x = torch.randn(2, in_chans, *(SIZE[dims],) * dims)
+
+    model.train()
+    out = model(x)
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+    out.sum().backward()
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{pname} got no gradient"
+            assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+
+    with torch.no_grad():  # still in training mode (batch statistics), without dropout: same result
+        features = model.forward_features(x)
+        assert torch.allclose(out, model.forward_head(features), atol=1e-5)
+        model.reset_classifier(5)
+        assert model.forward_head(features).shape == (2, 5)
+    cam = model.default_cam_layer
+    assert isinstance(cam, str) and cam
+    assert isinstance(model.get_submodule(cam), torch.nn.Module)
+
+
+def test_list_models_filters_and_sorts() -> None:
+    names = list_models()
+    assert names == sorted(names) and {"smallcnn", "resnet18_28", "resnet50_3d"} <= set(names)
+    assert list_models("resnet*_3d") == ["resnet18_3d", "resnet50_3d"]
+    assert list_models("RESNET18*") == [n for n in names if n.startswith("resnet18")]
+
+
+def test_duplicate_registration_raises() -> None:
+    list_models()  # make sure the built-in models are registered
+
+    def builder(**kwargs):  # pragma: no cover - never built
+        raise AssertionError
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("smallcnn", family="cnn")(builder)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("SmallCNN", family="cnn")(builder)  # names ignore case
+
+
+def test_register_new_model() -> None:
+    @register_model("tiny_test_net", family="test", description="a test model")
+    def tiny(*, in_chans: int = 1, num_classes: int = 2, **kwargs):
+        return create_model("smallcnn", in_chans=in_chans, num_classes=num_classes, widths=(4, 8), **kwargs)
+
+    try:
+        assert "tiny_test_net" in list_models()
+        assert model_info("tiny_test_net").spatial_dims == (2,)
+        assert create_model("Tiny_Test_Net", num_classes=4)(torch.randn(2, 1, 12, 12)).shape == (2, 4)
+    finally:
+        _REGISTRY.pop("tiny_test_net", None)
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [("resnet18", "resnet18_"), ("smalcnn", "smallcnn"), ("timm/resnet181", "timm/resnet18")],
+)
+def test_unknown_model_suggests(name: str, suggestion: str) -> None:
+    with pytest.raises(ModelError, match="did you mean") as err:
+        create_model(name)
+    assert suggestion in str(err.value) and name.split("/")[-1] in str(err.value)
+
+
+def test_unknown_model_without_close_match() -> None:
+    with pytest.raises(ModelError, match="unknown model 'zzzz'"):
+        model_info("zzzz")
+
+
+def test_unsupported_dimensions_and_weights() -> None:
+    with pytest.raises(ModelError, match="resnet18_3d"):
+        create_model("resnet18_28", spatial_dims=3)
+    with pytest.raises(ModelError, match="2D only"):
+        create_model("timm/resnet18", spatial_dims=3)
+    with pytest.raises(ModelError, match="pretrained"):
+        create_model("smallcnn", pretrained=True)

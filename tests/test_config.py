@@ -1,0 +1,152 @@
+"""Run configuration: defaults, recipe, config file and overrides in layers; strict keys and types; YAML round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medclass.config import (
+    RunConfig,
+    build_config,
+    config_from_dict,
+    dump_yaml,
+    find_recipe,
+    list_recipes,
+    read_yaml,
+)
+from medclass.errors import ConfigError
+
+
+def _yaml(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_recipe():
+    cfg = build_config(recipe=None)
+    assert cfg == RunConfig() and cfg.recipe is None
+    assert cfg.train.epochs == 20 and cfg.model.name == "smallcnn"
+
+
+def test_layers_recipe_then_file_then_overrides(tmp_path):
+    recipe = yaml.safe_load(find_recipe("default").read_text())
+    user = _yaml(tmp_path / "user.yaml", "optim:\n  lr: 0.01\ntrain:\n  epochs: 5\n  batch_size: 32\n")
+    cfg = build_config(
+        recipe="default",
+        config_file=user,
+        overrides={"train": {"epochs": 7, "seed": None}, "model": {"name": None}, "data": {"spec": "x.npz"}},
+    )
+    assert cfg.recipe == "default"
+    assert cfg.train.epochs == 7  # override beats file beats recipe
+    assert cfg.train.batch_size == 32 and cfg.optim.lr == 0.01  # file beats recipe
+    assert cfg.train.ema == recipe["train"]["ema"] and cfg.augment.enabled is True  # recipe beats defaults
+    assert cfg.train.seed == 0 and cfg.model.name == "smallcnn"  # None overrides are skipped
+    assert cfg.data.spec == "x.npz"
+    assert cfg.optim.name == "adamw" and cfg.eval.n_bootstrap == 1000  # untouched defaults
+
+
+def test_recipe_by_path_and_by_folder(tmp_path, monkeypatch):
+    path = _yaml(tmp_path / "mine.yaml", "train:\n  epochs: 3\n")
+    assert build_config(recipe=str(path)).train.epochs == 3
+    monkeypatch.setenv("MEDCLASS_RECIPES_DIR", str(tmp_path))
+    assert find_recipe("mine") == path
+    assert build_config(recipe="mine").train.epochs == 3
+    assert {"default", "mine"} <= set(list_recipes())
+
+
+def test_unknown_recipe():
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'.*default"):
+        build_config(recipe="nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("train:\n  epochz: 3\n", r"typo\.yaml\.train: unknown key 'epochz'"),
+        ("trian:\n  epochs: 3\n", r"typo\.yaml: unknown key 'trian'"),
+        ("train: 5\n", r"typo\.yaml\.train: expected a mapping"),
+    ],
+)
+def test_unknown_key_names_the_file(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        build_config(recipe=None, config_file=_yaml(tmp_path / "typo.yaml", text))
+
+
+def test_unknown_key_in_a_recipe_names_the_recipe(tmp_path):
+    bad = _yaml(tmp_path / "badrecipe.yaml", "optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"badrecipe\.yaml\.optim: unknown key 'learning_rate'"):
+        build_config(recipe=str(bad))
+
+
+def test_unknown_override_key():
+    with pytest.raises(ConfigError, match="command line.train: unknown key 'epoch'"):
+        build_config(recipe=None, overrides={"train": {"epoch": 1}})
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("train", "epochs", "3", 3),
+        ("optim", "lr", "1e-3", 0.001),
+        ("optim", "lr", 1, 1.0),
+        ("augment", "enabled", "yes", True),
+        ("augment", "hflip", "false", False),
+        ("data", "image_size", None, None),
+        ("optim", "grad_clip", 2, 2.0),
+        ("optim", "milestones", [0.3, "0.6"], [0.3, 0.6]),
+        ("model", "name", "resnet18_28", "resnet18_28"),
+    ],
+)
+def test_type_coercion(section, key, value, expected):
+    cfg = config_from_dict({section: {key: value}})
+    got = getattr(getattr(cfg, section), key)
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "match"),
+    [
+        ("train", "epochs", "many", "expected an integer"),
+        ("train", "epochs", 2.5, "expected an integer"),
+        ("train", "epochs", True, "expected an integer"),
+        ("optim", "lr", "fast", "expected a number"),
+        ("augment", "enabled", "maybe", "expected true/false"),
+        ("train", "epochs", None, "null is not allowed"),
+        ("optim", "milestones", 0.5, "expected a list"),
+    ],
+)
+def test_type_errors(tmp_path, section, key, value, match):
+    path = _yaml(tmp_path / "types.yaml", yaml.safe_dump({section: {key: value}}))
+    with pytest.raises(ConfigError, match=rf"types\.yaml\.{section}\.{key}: {match}"):
+        build_config(recipe=None, config_file=path)
+
+
+def test_read_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found"):
+        read_yaml(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: invalid YAML"):
+        read_yaml(_yaml(tmp_path / "broken.yaml", "a: [1, 2\n"))
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping"):
+        read_yaml(_yaml(tmp_path / "list.yaml", "- 1\n- 2\n"))
+    assert read_yaml(_yaml(tmp_path / "empty.yaml", "")) == {}
+
+
+def test_dump_and_reload_roundtrip(tmp_path):
+    cfg = build_config(
+        recipe="default",
+        overrides={
+            "data": {"spec": "folder/x.npz", "image_size": 64},
+            "optim": {"grad_clip": 1.5},
+            "train": {"seed": 11},
+        },
+    )
+    cfg.name = "run-1"
+    text = dump_yaml(cfg)
+    assert text.index("data:") < text.index("model:") < text.index("train:")  # field order kept
+    again = config_from_dict(yaml.safe_load(text))
+    assert again == cfg
+    path = _yaml(tmp_path / "config.yaml", text)
+    assert config_from_dict(read_yaml(path), str(path)) == cfg
+    assert dump_yaml(again) == text
