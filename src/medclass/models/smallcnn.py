@@ -93,9 +93,9 @@ class SmallCNN(Classifier):
 def smallcnn(
     *, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, spatial_dims: int = 2, **kw
 ) -> SmallCNN:
-    """Small residual CNN: widths 32/64/128 for images; 16/32/64/128 after a stride-2 stem for volumes."""
+    """Small residual CNN: widths 32/64/128 for images; 8/16/32/64 after a stride-2 stem for volumes."""
     if spatial_dims == 3:
-        kw.setdefault("widths", (16, 32, 64, 128))
+        kw.setdefault("widths", (8, 16, 32, 64))
         kw.setdefault("stem_stride", 2)
     return SmallCNN(dims=spatial_dims, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
 
@@ -110,9 +110,9 @@ def smallcnn(
 def smallcnn_wide(
     *, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, spatial_dims: int = 2, **kw
 ) -> SmallCNN:
-    """Small residual CNN with doubled widths: 64/128/256 (images), 32/64/128/256 (volumes)."""
+    """Small residual CNN with doubled widths: 64/128/256 (images), 16/32/64/128 (volumes)."""
     if spatial_dims == 3:
-        kw.setdefault("widths", (32, 64, 128, 256))
+        kw.setdefault("widths", (16, 32, 64, 128))
         kw.setdefault("stem_stride", 2)
     else:
         kw.setdefault("widths", (64, 128, 256))
