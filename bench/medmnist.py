@@ -13,7 +13,7 @@ into ``bench/results/medmnist.json``.
 
 Usage:
     python bench/medmnist.py [--datasets pneumoniamnist breastmnist adrenalmnist3d] [--seeds 0 1 2]
-                             [--recipe default] [--throughput-steps 12] [--skip-train]
+                             [--recipe default] [--throughput-steps 6] [--skip-train]
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "breastmnist", "adrenalmnist3d"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--recipe", default="default")
-    p.add_argument("--throughput-steps", type=int, default=12)
+    p.add_argument("--throughput-steps", type=int, default=6)
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench"))
     args = p.parse_args()

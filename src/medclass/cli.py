@@ -121,7 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     d = cfg.data
     dataset = load_dataset(d.spec, image_size=d.image_size, val=d.val_fraction, test=d.test_fraction, seed=d.split_seed)
     print(dataset.describe())
-    print(f"model {cfg.model.name}, recipe {cfg.recipe}, {cfg.train.epochs} epochs, output {out}")
+    steps = f" (at least {cfg.train.min_steps} steps)" if cfg.train.min_steps else ""
+    print(f"model {cfg.model.name}, recipe {cfg.recipe}, {cfg.train.epochs} epochs{steps}, output {out}")
     t0 = time.perf_counter()
     history = fit(cfg, dataset, out, resume=args.resume, progress=not args.quiet)
     minutes = (time.perf_counter() - t0) / 60

@@ -83,37 +83,33 @@ class SmallCNN(Classifier):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-@register_model(
+def _variant(widths_2d: tuple[int, ...], widths_3d: tuple[int, ...]):
+    """A builder using ``widths_2d`` for images and ``widths_3d`` (after a stride-2 stem) for volumes."""
+
+    def build(
+        *, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, spatial_dims: int = 2, **kw
+    ) -> SmallCNN:
+        if spatial_dims == 3:
+            kw.setdefault("widths", widths_3d)
+            kw.setdefault("stem_stride", 2)
+        else:
+            kw.setdefault("widths", widths_2d)
+        return SmallCNN(dims=spatial_dims, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
+
+    return build
+
+
+register_model(
     "smallcnn",
     family="cnn",
     spatial_dims=(2, 3),
     sizes=(28, 64, 128),
-    description="Small residual CNN (2D or 3D), the default",
-)
-def smallcnn(
-    *, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, spatial_dims: int = 2, **kw
-) -> SmallCNN:
-    """Small residual CNN: widths 32/64/128 for images; 8/16/32/64 after a stride-2 stem for volumes."""
-    if spatial_dims == 3:
-        kw.setdefault("widths", (8, 16, 32, 64))
-        kw.setdefault("stem_stride", 2)
-    return SmallCNN(dims=spatial_dims, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
-
-
-@register_model(
+    description="Small residual CNN (2D: widths 32/64/128; 3D: 8/16/32/64), the default",
+)(_variant((32, 64, 128), (8, 16, 32, 64)))
+register_model(
     "smallcnn_wide",
     family="cnn",
     spatial_dims=(2, 3),
     sizes=(28, 64, 128),
-    description="Wider small residual CNN (2D or 3D)",
-)
-def smallcnn_wide(
-    *, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, spatial_dims: int = 2, **kw
-) -> SmallCNN:
-    """Small residual CNN with doubled widths: 64/128/256 (images), 16/32/64/128 (volumes)."""
-    if spatial_dims == 3:
-        kw.setdefault("widths", (16, 32, 64, 128))
-        kw.setdefault("stem_stride", 2)
-    else:
-        kw.setdefault("widths", (64, 128, 256))
-    return SmallCNN(dims=spatial_dims, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
+    description="Wider small residual CNN (2D: widths 64/128/256; 3D: 16/32/64/128)",
+)(_variant((64, 128, 256), (16, 32, 64, 128)))
