@@ -97,8 +97,8 @@ def _summary(metrics: dict[str, Any], split: str = "test") -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from medclass.checkpoint import load_model, read_model_meta, save_model
-    from medclass.config import build_config, dump_yaml
+    from medclass.checkpoint import load_model, save_model
+    from medclass.config import build_config
     from medclass.data.sources import load_dataset
     from medclass.evaluate import evaluate_model, read_history, write_evaluation
     from medclass.train.loop import fit, resume_config
@@ -138,8 +138,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         config=cfg.to_dict(),
         title=f"medclass: {dataset.name} / {cfg.model.name}",
     )
-    assert read_model_meta(out)["threshold"] == meta["threshold"]
-    _ = dump_yaml
     print(f"training took {minutes:.1f} min; run folder {out}")
     _summary(metrics)
     return 0
