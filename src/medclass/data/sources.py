@@ -7,7 +7,6 @@ or a ``.csv`` manifest. Every source returns the same :class:`~medclass.data.dat
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -18,17 +17,10 @@ import torch
 
 from medclass.data import catalog
 from medclass.data.dataset import SPLITS, Dataset, Split, resize_images, to_channels_first
+from medclass.data.download import md5sum, resolve
 from medclass.data.splits import split_indices
 from medclass.errors import DataError, InvalidImageError
 from medclass.io.images import is_image_file, read_image
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def infer_task(labels: np.ndarray) -> str:
@@ -94,7 +86,7 @@ def load_npz(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    md5 = _md5(path)
+    md5 = md5sum(path)
     if info is None:
         match = catalog.match_file(path, md5)
         info = match[0] if match else None
@@ -181,11 +173,10 @@ def _split_or_carve(
     missing = [s for s in ("val", "test") if len(out.get(s, [])) == 0]
     if missing and len(train):
         fracs = {"val": val if "val" in missing else 0.0, "test": test if "test" in missing else 0.0}
-        scale = 1.0  # fractions are of the whole data; train holds (1 - present splits) of it
         sub = split_indices(
             labels[train],
-            val=fracs["val"] * scale,
-            test=fracs["test"] * scale,
+            val=fracs["val"],
+            test=fracs["test"],
             seed=seed,
             groups=None if groups is None else groups[train],
         )
@@ -346,7 +337,6 @@ def load_dataset(
         catalog.get_info(spec.split("@")[0])  # raises "unknown dataset" with suggestions
         raise DataError(f"{spec}: not found")
     info, size = parsed
-    from medclass.data.download import resolve
 
     file = resolve(info, size, download=download)
     return load_npz(file, image_size=image_size, info=info)
