@@ -207,3 +207,42 @@ def train_cli(run_cli: Callable[..., CliResult], fast_config: Path) -> Callable[
         return res
 
     return train
+
+
+# ------------------------------------------------------------------------------------------- DICOM
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    patient_id: str = "PAT-0001",
+    patient_name: str = "Doe^Jane",
+    modality: str = "CR",
+) -> Path:
+    """A small uncompressed DICOM file with patient identity, study and series set."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientID, ds.PatientName = patient_id, patient_name
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = modality, "CHEST", "PA"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def make_dicom() -> Callable[..., Path]:
+    """``make_dicom(path, pixels, patient_id=..., patient_name=..., modality=...)``: write a small DICOM file."""
+    return write_dicom

@@ -1,4 +1,4 @@
-"""The ``medclass`` command line: datasets, models, train, evaluate, predict.
+"""The ``medclass`` command line: datasets, models, train, evaluate, predict (data commands: :mod:`cli_data`).
 
 A user error prints one line on stderr naming the file and the problem and exits with status 2.
 """
@@ -63,7 +63,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "data": {"spec": args.data, "image_size": args.image_size},
+        "data": {"spec": args.data, "image_size": args.image_size, "window": args.window},
         "model": {"name": args.model},
         "optim": {"lr": args.lr},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed},
@@ -119,7 +119,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     cfg.name = out.name
     d = cfg.data
-    dataset = load_dataset(d.spec, image_size=d.image_size, val=d.val_fraction, test=d.test_fraction, seed=d.split_seed)
+    dataset = load_dataset(
+        d.spec, image_size=d.image_size, val=d.val_fraction, test=d.test_fraction, seed=d.split_seed, **d.file_options()
+    )
     print(dataset.describe())
     steps = f" (at least {cfg.train.min_steps} steps)" if cfg.train.min_steps else ""
     print(f"model {cfg.model.name}, recipe {cfg.recipe}, {cfg.train.epochs} epochs{steps}, output {out}")
@@ -143,13 +145,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_options(run: Path) -> dict[str, Any]:
+    """The run's split settings, so a folder or manifest is split the way it was for training."""
+    from medclass.config import read_yaml
+
+    cfg = read_yaml(run / "config.yaml").get("data", {}) if (run / "config.yaml").is_file() else {}
+    out = {"val": cfg.get("val_fraction", 0.1), "test": cfg.get("test_fraction", 0.2), "seed": cfg.get("split_seed", 0)}
+    if "dedup" in cfg:
+        out["dedup"] = bool(cfg["dedup"])
+    return out
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from medclass.data.sources import load_dataset
     from medclass.evaluate import evaluate_model, write_evaluation
     from medclass.predict import Predictor
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, **_split_options(Path(args.checkpoint)), **predictor.prep.get("decode", {}))
     for split in dataset.splits.values():
         split.images = predictor.prepare(split.images.numpy(), where=args.data)
     splits = tuple(args.split)
@@ -213,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--image-size", type=int)
+    t.add_argument("--window", help="DICOM window preset (ct_lung, ct_mediastinum, ct_bone, ct_brain, ct_abdomen)")
     t.add_argument("--seed", type=int)
     t.add_argument("--target-sensitivity", type=float, help="choose the operating point for this sensitivity on val")
     t.add_argument("--out", help="run folder (default runs/<data>-<model>-<time>)")
@@ -233,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+")
     pr.add_argument("--out", help="CSV file (default: standard output)")
     pr.set_defaults(func=cmd_predict)
+
+    from medclass.cli_data import add_data_commands
+
+    add_data_commands(sub)
     return p
 
 

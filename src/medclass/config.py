@@ -34,6 +34,13 @@ class DataConfig:
         val_fraction: Validation share when the data has no split of its own.
         test_fraction: Test share when the data has no split of its own.
         split_seed: Seed of that split (kept apart from the training seed so runs share a split).
+        window: Intensity window for DICOM files: ``None`` uses the file's own window (VOI LUT)
+            when it has one, else the full range; or a preset (``ct_lung``, ``ct_mediastinum``,
+            ``ct_bone``, ``ct_brain``, ``ct_abdomen``).
+        frame: Frame of multi-frame files and volumes used for 2D training: ``middle`` or an index.
+        max_pixels: Refuse any image with more pixels than this (decompression bombs); ``None``
+            uses the reader's default limit.
+        dedup: Keep byte-identical files once, before splitting (folders and manifests).
     """
 
     spec: str = "pneumoniamnist"
@@ -41,6 +48,14 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 0
+    window: str | None = None
+    frame: str | int = "middle"
+    max_pixels: int | None = None
+    dedup: bool = True
+
+    def file_options(self) -> dict[str, Any]:
+        """Keyword options for folder and manifest sources (:func:`medclass.data.sources.load_files`)."""
+        return {"window": self.window, "frame": self.frame, "max_pixels": self.max_pixels, "dedup": self.dedup}
 
 
 @dataclass
@@ -148,6 +163,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if "int" in text and "str" in text:  # e.g. frame: "middle" or an index
+        return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else str(value)
     if "int" in text and "float" not in text:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")

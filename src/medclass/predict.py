@@ -117,7 +117,7 @@ class Predictor:
         """Predict for image files, folders of images, ``.npy`` arrays and ``.npz`` files."""
         arrays, sources = [], []
         for item in inputs:
-            for arr, name in _read_input(Path(item)):
+            for arr, name in _read_input(Path(item), self.prep.get("decode", {})):
                 x = self.prepare(arr, where=name)
                 arrays.append(x)
                 sources.extend([name] if x.shape[0] == 1 else [f"{name}[{i}]" for i in range(x.shape[0])])
@@ -128,14 +128,18 @@ class Predictor:
         return Prediction(probs, self.decide(probs), sources)
 
 
-def _read_input(path: Path) -> Iterator[tuple[np.ndarray, str]]:
-    """Yield ``(array, source name)`` for one CLI input: each image of a folder, or one array."""
+def _read_input(path: Path, decode: dict[str, Any]) -> Iterator[tuple[np.ndarray, str]]:
+    """Yield ``(array, source name)`` for one CLI input: each image of a folder, or one array.
+
+    ``decode`` holds the checkpoint's file options (DICOM ``window``, ``frame``), so files are read
+    the way the training files were.
+    """
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
         if not files:
             raise DataError(f"{path}: no image files found")
         for f in files:
-            yield read_image(f), str(f)
+            yield read_image(f, **decode), str(f)
         return
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -161,4 +165,4 @@ def _read_input(path: Path) -> Iterator[tuple[np.ndarray, str]]:
             raise DataError(f"{path}: not a readable .npz file ({err})") from None
         yield arr, f"{path}:{keys[0]}"
         return
-    yield read_image(path), str(path)
+    yield read_image(path, **decode), str(path)

@@ -89,7 +89,9 @@ class Dataset:
         """One line: name, task, shape and split sizes."""
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
         shape = "x".join(str(s) for s in self.sample_shape)
-        return f"{self.name}: {self.task}, {self.num_classes} classes, images {shape}, {sizes}"
+        dups = self.extra.get("duplicates_dropped")
+        note = f" ({dups} duplicate files dropped)" if dups else ""
+        return f"{self.name}: {self.task}, {self.num_classes} classes, images {shape}, {sizes}{note}"
 
 
 def to_channels_first(images: np.ndarray, *, spatial_dims: int | None, where: str) -> np.ndarray:

@@ -6,21 +6,20 @@ or a ``.csv`` manifest. Every source returns the same :class:`~medclass.data.dat
 
 from __future__ import annotations
 
-import csv
-import math
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from medclass.data import catalog
 from medclass.data.dataset import SPLITS, Dataset, Split, resize_images, to_channels_first
+from medclass.data.decode import DecodeOptions, decode_stack, duplicate_rows, file_digests
 from medclass.data.download import md5sum, resolve
+from medclass.data.files import FileTable, read_manifest, scan_folder
 from medclass.data.splits import split_indices
-from medclass.errors import DataError, InvalidImageError
-from medclass.io.images import is_image_file, read_image
+from medclass.errors import DataError
 
 
 def infer_task(labels: np.ndarray) -> str:
@@ -136,26 +135,6 @@ def load_npz(
 # ------------------------------------------------------------------------------------ image files
 
 
-def _read_stack(paths: list[Path], image_size: int | None, *, where: str) -> torch.Tensor:
-    """Read images (threads), bring them to one size and colour mode, stack as ``(N, C, H, W)`` uint8."""
-    if not paths:
-        raise DataError(f"{where}: no images found")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        arrays = list(pool.map(read_image, paths))
-    colour = any(a.ndim == 3 for a in arrays)
-    size = image_size or arrays[0].shape[0]
-    from PIL import Image
-
-    out = np.empty((len(arrays), 3 if colour else 1, size, size), dtype=np.uint8)
-    for i, a in enumerate(arrays):
-        if colour and a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=-1)
-        if a.shape[0] != size or a.shape[1] != size:
-            a = np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
-        out[i] = a.transpose(2, 0, 1) if colour else a[None]
-    return torch.from_numpy(out)
-
-
 def _split_or_carve(
     rows: dict[str, list[int]] | None,
     labels: np.ndarray,
@@ -186,116 +165,80 @@ def _split_or_carve(
     return out
 
 
-def load_folder(
-    path: str | Path, *, image_size: int | None = None, val: float = 0.1, test: float = 0.2, seed: int = 0
+def load_files(
+    table: FileTable,
+    *,
+    image_size: int | None = None,
+    window: str | None = None,
+    frame: str | int = "middle",
+    max_pixels: int | None = None,
+    val: float = 0.1,
+    test: float = 0.2,
+    seed: int = 0,
+    dedup: bool = True,
+    cache: bool = True,
 ) -> Dataset:
-    """Load a folder of class subfolders (``ROOT/<class>/*.png``), optionally under split folders.
+    """Decode a :class:`FileTable` (folder or manifest) into a dataset with train/val/test splits.
 
-    ``ROOT/{train,val,test}/<class>/...`` uses the given splits (a missing val/test split is carved
-    out of train); otherwise a seeded stratified split is made.
+    Byte-identical files are kept once (``dedup``), before splitting, so no image can sit in two
+    splits; with given splits the copy in train is the one kept. Missing splits are carved out of
+    train, by patient when patient IDs exist.
+
+    Args:
+        table: The files and their labels.
+        image_size: Resize every image to this side length (default: the first image's size).
+        window: DICOM windowing (see :class:`~medclass.data.decode.DecodeOptions`).
+        frame: Frame of multi-frame files and volumes: ``"middle"`` or an index.
+        max_pixels: Refuse images with more pixels than this.
+        val: Validation fraction when the source has no validation split.
+        test: Test fraction when the source has no test split.
+        seed: Seed of that split.
+        dedup: Drop exact duplicate files.
+        cache: Use the decoded-pixel cache.
     """
-    root = Path(path)
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    split_dirs = [p for p in subdirs if p.name.lower() in SPLITS]
-    entries: list[tuple[Path, str, str | None]] = []
-    if split_dirs:
-        for sd in split_dirs:
-            for cd in sorted(p for p in sd.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                entries += [(f, cd.name, sd.name.lower()) for f in sorted(cd.rglob("*")) if is_image_file(f)]
-    else:
-        for cd in subdirs:
-            entries += [(f, cd.name, None) for f in sorted(cd.rglob("*")) if is_image_file(f)]
-    if not entries:
-        raise DataError(f"{root}: no images found in class subfolders (expected ROOT/<class>/*.png|jpg)")
-    class_names = sorted({c for _, c, _ in entries})
-    if len(class_names) < 2:
-        raise DataError(f"{root}: found only one class folder '{class_names[0]}'; need at least two")
-    labels = np.array([class_names.index(c) for _, c, _ in entries], dtype=np.float32)
+    options = DecodeOptions(image_size=image_size, window=window, frame=frame, max_pixels=max_pixels)
+    where = table.source
+    digests = file_digests(table.paths, where=where)
+    keep = np.arange(len(table.paths))
+    if dedup:
+        rank = None if table.splits is None else [SPLITS.index(s) for s in table.splits]
+        keep = np.setdiff1d(keep, duplicate_rows(digests, rank))
+    labels = table.labels[keep]
+    groups = None if table.patient_ids is None else table.patient_ids[keep]
     rows = None
-    if split_dirs:
-        rows = {s: [i for i, e in enumerate(entries) if e[2] == s] for s in SPLITS}
-    idx = _split_or_carve(rows, labels, None, val=val, test=test, seed=seed)
-    images = _read_stack([e[0] for e in entries], image_size, where=str(root))
-    splits = {s: Split(images[torch.as_tensor(i)], labels[i]) for s, i in idx.items()}
-    return _finish(root.name, None, class_names, splits, source=str(root), image_size=None)
-
-
-def _parse_label(value: str, *, where: str) -> float | str:
-    value = value.strip()
-    if value == "" or value.lower() in ("nan", "na", "?", "unknown", "-1"):
-        return math.nan
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
-def load_manifest(
-    path: str | Path, *, image_size: int | None = None, val: float = 0.1, test: float = 0.2, seed: int = 0
-) -> Dataset:
-    """Load a CSV manifest: ``path,label[,patient_id][,split]``, or several label columns for multi-label.
-
-    Relative paths resolve against the manifest's folder. Label cells may be class names or indices
-    (single label column), or 0/1 (several label columns, multi-label); empty cells are unknown.
-    Without a ``split`` column, a seeded stratified split is made, by patient when ``patient_id`` exists.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            records = [{(k or "").strip(): (v or "") for k, v in r.items()} for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path}: cannot read CSV ({err})") from None
-    if "path" not in header:
-        raise DataError(f"{path}: manifest needs a 'path' column (found: {', '.join(header)})")
-    reserved = {"path", "patient_id", "split"}
-    label_cols = [h for h in header if h not in reserved]
-    if not label_cols:
-        raise DataError(f"{path}: manifest needs at least one label column besides path/patient_id/split")
-    if not records:
-        raise DataError(f"{path}: manifest has no rows")
-    base = path.parent
-    files = [(base / r["path"]) if not Path(r["path"]).is_absolute() else Path(r["path"]) for r in records]
-    where = str(path)
-    if len(label_cols) == 1:
-        raw = [_parse_label(r[label_cols[0]], where=where) for r in records]
-        if any(isinstance(v, str) for v in raw):
-            names = sorted({v for v in raw if isinstance(v, str)})
-            labels = np.array([names.index(v) if isinstance(v, str) else math.nan for v in raw], dtype=np.float32)
-            label_names: list[str] | None = names
-        else:
-            labels = np.array(raw, dtype=np.float32)
-            label_names = None
-        task = None
-    else:
-        labels = np.empty((len(records), len(label_cols)), dtype=np.float32)
-        for i, r in enumerate(records):
-            for j, c in enumerate(label_cols):
-                v = _parse_label(r[c], where=where)
-                if isinstance(v, str) or (not math.isnan(v) and v not in (0.0, 1.0)):
-                    raise DataError(f"{path}: row {i + 2}, column '{c}': multi-label values must be 0, 1 or empty")
-                labels[i, j] = v
-        label_names, task = label_cols, "multilabel"
-    groups = np.array([r["patient_id"] for r in records], dtype=object) if "patient_id" in header else None
-    rows = None
-    if "split" in header:
-        values = [r["split"].strip().lower() for r in records]
-        bad = sorted({v for v in values if v not in SPLITS})
-        if bad:
-            raise DataError(f"{path}: unknown split value(s) {bad}; use train/val/test")
-        rows = {s: [i for i, v in enumerate(values) if v == s] for s in SPLITS}
+    if table.splits is not None:
+        rows = {s: np.flatnonzero(table.splits[keep] == s).tolist() for s in SPLITS}
     idx = _split_or_carve(rows, labels, groups, val=val, test=test, seed=seed)
-    try:
-        images = _read_stack(files, image_size, where=where)
-    except InvalidImageError as err:
-        raise DataError(f"{path}: {err}") from None
+    images = decode_stack(
+        [table.paths[i] for i in keep], options, where=where, digests=[digests[i] for i in keep], cache=cache
+    )
     splits = {
         s: Split(images[torch.as_tensor(i)], labels[i], None if groups is None else groups[i]) for s, i in idx.items()
     }
-    return _finish(path.stem, task, label_names, splits, source=where, image_size=None)
+    name = Path(where).stem if Path(where).suffix else Path(where).name
+    ds = _finish(name, table.task, table.label_names, splits, source=where, image_size=None)
+    ds.extra["duplicates_dropped"] = int(len(table.paths) - len(keep))
+    ds.extra["decode"] = {"window": window, "frame": frame}
+    return ds
+
+
+def load_folder(path: str | Path, **kwargs: Any) -> Dataset:
+    """Load a folder of class subfolders (``ROOT/<class>/*``), optionally under split folders.
+
+    ``ROOT/{train,val,test}/<class>/...`` uses the given splits (a missing val/test split is carved
+    out of train); otherwise a seeded stratified split is made. Keyword arguments are those of
+    :func:`load_files`.
+    """
+    return load_files(scan_folder(path), **kwargs)
+
+
+def load_manifest(path: str | Path, **kwargs: Any) -> Dataset:
+    """Load a CSV manifest (see :func:`medclass.data.files.read_manifest` for its columns).
+
+    Without a ``split`` column, a seeded stratified split is made, by patient when ``patient_id``
+    exists. Keyword arguments are those of :func:`load_files`.
+    """
+    return load_files(read_manifest(path), **kwargs)
 
 
 # ------------------------------------------------------------------------------------- dispatcher
@@ -309,6 +252,7 @@ def load_dataset(
     test: float = 0.2,
     seed: int = 0,
     download: bool = True,
+    **file_options: Any,
 ) -> Dataset:
     """Load data from a spec: catalog name (``breastmnist@64``), ``.npz``, folder or ``.csv`` manifest.
 
@@ -319,6 +263,8 @@ def load_dataset(
         test: Test fraction for sources without splits.
         seed: Seed of that split.
         download: Allow downloading catalog files that are not found locally.
+        **file_options: For folders and manifests, options of :func:`load_files` (``window``,
+            ``frame``, ``max_pixels``, ``dedup``, ``cache``).
 
     Returns:
         The dataset, fully in memory.
@@ -327,9 +273,9 @@ def load_dataset(
     if path.suffix.lower() == ".npz" or (path.is_file() and zipfile.is_zipfile(path)):
         return load_npz(path, image_size=image_size)
     if path.suffix.lower() == ".csv":
-        return load_manifest(path, image_size=image_size, val=val, test=test, seed=seed)
+        return load_manifest(path, image_size=image_size, val=val, test=test, seed=seed, **file_options)
     if path.is_dir():
-        return load_folder(path, image_size=image_size, val=val, test=test, seed=seed)
+        return load_folder(path, image_size=image_size, val=val, test=test, seed=seed, **file_options)
     parsed = catalog.parse_spec(spec)
     if parsed is None:
         if path.exists():

@@ -1,4 +1,8 @@
-"""Read ordinary image files (PNG, JPEG, TIFF, BMP) and NumPy arrays into ``uint8`` arrays."""
+"""Image files as ``uint8`` arrays for training and display, and the one pixel limit of all readers.
+
+:func:`read_image` reads every format :func:`medclass.io.read` knows (PNG, JPEG, TIFF, BMP, DICOM,
+NIfTI, ``.npy``) and turns the result into ``uint8`` with :func:`medclass.io.reader.to_uint8_image`.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,49 @@ from pathlib import Path
 import numpy as np
 
 from medclass.errors import InvalidImageError
+from medclass.io.window import Window
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-MAX_PIXELS = 50_000_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".nii", ".nii.gz", ".npy")
+#: The largest number of samples (rows x columns x frames x samples per pixel) any reader decodes,
+#: unless a call passes its own ``max_pixels``. Read at call time, so assigning a new value here
+#: reconfigures every reader. 100 M samples are 400 MB as ``float32``.
+MAX_PIXELS = 100_000_000
 
 
-def is_image_file(path: Path) -> bool:
-    """True when the suffix is one of :data:`IMAGE_SUFFIXES` (case-insensitive)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES
+def pixel_limit(max_pixels: int | None) -> int:
+    """The limit to apply: ``max_pixels``, or :data:`MAX_PIXELS` when it is None."""
+    return MAX_PIXELS if max_pixels is None else int(max_pixels)
+
+
+def check_pixels(path: str | Path, count: int, max_pixels: int | None) -> None:
+    """Refuse to decode an image of ``count`` samples when that exceeds the limit.
+
+    Raises:
+        InvalidImageError: ``count`` is larger than :func:`pixel_limit` of ``max_pixels``.
+    """
+    limit = pixel_limit(max_pixels)
+    if count > limit:
+        raise InvalidImageError(f"{path}: image of {count:,} samples exceeds the limit of {limit:,}")
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True for a known image suffix (case-insensitive), or a suffix-less file whose content is DICOM.
+
+    DICOM files often have no suffix at all; only those (no dot in the name) are opened, so the
+    test stays cheap on folders of ordinary files.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(IMAGE_SUFFIXES):
+        return True
+    if path.suffix:
+        return False
+    from medclass.io.sniff import detect_format
+
+    try:
+        return path.is_file() and detect_format(path) == "dicom"
+    except OSError:
+        return False
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
@@ -28,48 +67,64 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     return np.round((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def read_image(path: str | Path, *, grey: bool | None = None) -> np.ndarray:
-    """Read one image file as ``uint8``, shaped ``(H, W)`` for grey or ``(H, W, 3)`` for colour.
+def read_image(
+    path: str | Path,
+    *,
+    grey: bool | None = None,
+    window: Window = None,
+    frame: int | str | None = "middle",
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Read one image file of any supported format as ``uint8``.
 
     Args:
-        path: Image file.
+        path: Image file (PNG, JPEG, TIFF, BMP, DICOM, NIfTI or ``.npy``; judged by content).
         grey: Force grey (True) or RGB (False); ``None`` keeps grey images grey and colour colour,
-            reading RGB files whose channels are all equal as grey.
+            reading RGB images whose channels are all equal as grey.
+        window: Intensity window. ``None`` uses a DICOM file's own window (VOI LUT or Window
+            Center/Width) when it has one, and otherwise the scaling of
+            :func:`~medclass.io.reader.to_uint8_image`; or a preset name (``ct_lung``, ...),
+            ``"dicom"``, ``"minmax"`` or a ``(center, width)`` pair, as for :func:`medclass.io.read`.
+        frame: Frame or slice of a multi-frame file or volume: an index or ``"middle"``; ``None``
+            keeps every frame.
+        max_pixels: Sample limit; ``None`` uses :data:`MAX_PIXELS`.
 
     Returns:
-        The pixel array.
+        ``(H, W)`` grey or ``(H, W, 3)`` RGB (with ``frame=None``: ``(F, H, W[, 3])`` for volumes).
 
     Raises:
-        InvalidImageError: The file is missing, unreadable, truncated or too large.
+        InvalidImageError: The file is missing, not an image, unreadable, truncated or too large.
+        ConfigError: An unknown window or invalid frame argument.
     """
-    from PIL import Image
+    from medclass.io.reader import read, to_uint8_image
 
-    path = Path(path)
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = to_uint8(np.asarray(img))
-            elif img.mode in ("L", "1", "P", "LA") and grey is not False:
-                arr = np.asarray(img.convert("L"))
-            else:
-                arr = np.asarray(img.convert("RGB"))
-    except FileNotFoundError:
-        raise InvalidImageError(f"{path}: file not found") from None
-    except Image.DecompressionBombError:
-        raise InvalidImageError(f"{path}: image larger than {MAX_PIXELS} pixels") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise InvalidImageError(f"{path}: cannot decode image ({err})") from None
+    data = None
+    if window is None:  # fast path for ordinary pictures: no float32 round trip for 8-bit pixels
+        from medclass.io.sniff import detect_format
+
+        try:
+            fmt = detect_format(path)
+        except OSError:
+            fmt = None  # read() below says why
+        if fmt in ("png", "jpeg", "tiff", "bmp"):
+            from medclass.io.common import check_frame_arg
+            from medclass.io.raster import read_pil
+
+            check_frame_arg(frame)
+            data = read_pil(path, frame=frame, max_pixels=max_pixels, fmt=fmt, native=True)
+    if data is None:
+        data = read(path, window="auto" if window is None else window, frame=frame, max_pixels=max_pixels)
+    arr = to_uint8_image(data, frame=frame)
+    colour = arr.shape[-1] == 3 and data.meta.get("channels") == 3
     if (
-        arr.ndim == 3
+        colour
         and grey is None
         and np.array_equal(arr[..., 0], arr[..., 1])
         and np.array_equal(arr[..., 1], arr[..., 2])
     ):
-        arr = arr[..., 0]
-    if grey and arr.ndim == 3:
+        arr, colour = arr[..., 0], False
+    if grey and colour:
         arr = np.round(arr @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
-    if grey is False and arr.ndim == 2:
+    if grey is False and not colour:
         arr = np.repeat(arr[..., None], 3, axis=-1)
     return np.ascontiguousarray(arr)

@@ -47,6 +47,8 @@ class SmallCNN(Classifier):
         widths: Channels per stage.
         depth: Residual blocks per stage.
         stem_stride: Stride of the first convolution (2 halves the input at once, for volumes).
+        stem_pool: Follow the stem with a 2x max-pool (with ``stem_stride=2``, a quarter of the
+            input size reaches the first stage: for 64-224 px images).
         in_chans: Input channels.
         num_classes: Outputs.
         drop_rate: Dropout before the head.
@@ -64,12 +66,16 @@ class SmallCNN(Classifier):
         widths: tuple[int, ...] = (32, 64, 128),
         depth: int = 1,
         stem_stride: int = 1,
+        stem_pool: bool = False,
         in_chans: int = 1,
         num_classes: int = 2,
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__(widths[-1], num_classes, drop_rate)
         layers: list[tuple[str, nn.Module]] = [("stem", ConvBNAct(dims, in_chans, widths[0], stem_stride))]
+        if stem_pool:
+            pool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
+            layers.append(("pool", pool(kernel_size=3, stride=2, padding=1)))
         in_ch = widths[0]
         for i, ch in enumerate(widths):
             blocks: list[nn.Module] = [ConvBNAct(dims, in_ch, ch, 1 if i == 0 else 2)]
@@ -83,8 +89,11 @@ class SmallCNN(Classifier):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-def _variant(widths_2d: tuple[int, ...], widths_3d: tuple[int, ...]):
-    """A builder using ``widths_2d`` for images and ``widths_3d`` (after a stride-2 stem) for volumes."""
+def _variant(widths_2d: tuple[int, ...], widths_3d: tuple[int, ...], stem_2d: int = 1):
+    """A builder using ``widths_2d`` for images and ``widths_3d`` (after a stride-2 stem) for volumes.
+
+    ``stem_2d`` is the 2D stem's total downsampling: 1, or 4 (stride-2 convolution and max-pool).
+    """
 
     def build(
         *, in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, spatial_dims: int = 2, **kw
@@ -94,6 +103,9 @@ def _variant(widths_2d: tuple[int, ...], widths_3d: tuple[int, ...]):
             kw.setdefault("stem_stride", 2)
         else:
             kw.setdefault("widths", widths_2d)
+            if stem_2d == 4:
+                kw.setdefault("stem_stride", 2)
+                kw.setdefault("stem_pool", True)
         return SmallCNN(dims=spatial_dims, in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, **kw)
 
     return build
@@ -113,3 +125,10 @@ register_model(
     sizes=(28, 64, 128),
     description="Wider small residual CNN (2D: widths 64/128/256; 3D: 16/32/64/128)",
 )(_variant((64, 128, 256), (16, 32, 64, 128)))
+register_model(
+    "smallcnn_hr",
+    family="cnn",
+    spatial_dims=(2, 3),
+    sizes=(64, 128, 224),
+    description="Small residual CNN for 64-224 px images: stride-2 stem and max-pool, then widths 32/64/128",
+)(_variant((32, 64, 128), (8, 16, 32, 64), stem_2d=4))

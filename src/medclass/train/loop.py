@@ -33,7 +33,7 @@ from medclass.utils.seed import seed_everything
 def preprocessing_for(dataset: Dataset) -> dict[str, Any]:
     """The preprocessing a model trained on ``dataset`` expects; stored in its checkpoint."""
     c = dataset.channels
-    return {
+    prep = {
         "input_shape": list(dataset.sample_shape),
         "channels": c,
         "scale": 1 / 255,
@@ -42,6 +42,9 @@ def preprocessing_for(dataset: Dataset) -> dict[str, Any]:
         "resize": "bilinear",
         "colour": "rgb" if c == 3 else "grey",
     }
+    if "decode" in dataset.extra:  # how files became pixels: DICOM window, frame of volumes
+        prep["decode"] = dict(dataset.extra["decode"])
+    return prep
 
 
 def to_input(images: torch.Tensor, prep: dict[str, Any]) -> torch.Tensor:
