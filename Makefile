@@ -31,6 +31,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/medmnist.py
+	$(BIN)/python bench/clinical.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -64,9 +64,15 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from medclass.data.audit import run_audit
+    from medclass.data.audit_report import run_audit
 
-    return run_audit(args.spec, strict=args.strict, near_distance=args.near_distance, json_out=args.json)
+    return run_audit(
+        args.spec,
+        strict=args.strict,
+        near_distance=args.near_distance,
+        json_out=args.json,
+        min_correlation=args.min_correlation,
+    )
 
 
 def add_data_commands(sub: Any) -> None:
@@ -96,5 +102,11 @@ def add_data_commands(sub: Any) -> None:
     au.add_argument("spec", help="catalog name, .npz, folder or .csv manifest")
     au.add_argument("--strict", action="store_true", help="exit 1 when leakage is found")
     au.add_argument("--near-distance", type=int, default=4, help="perceptual-hash distance counted as near-duplicate")
+    au.add_argument(
+        "--min-correlation",
+        type=float,
+        default=0.97,
+        help="thumbnail correlation a hash match needs to count as a near duplicate",
+    )
     au.add_argument("--json", help="also write the findings as JSON")
     au.set_defaults(func=cmd_audit)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medclass.data.audit import AuditReport, audit, format_report, report_to_dict, run_audit
+from medclass.data.audit import AuditReport, audit
+from medclass.data.audit_report import format_report, report_to_dict, run_audit
 from medclass.errors import DataError
 
 SECRET = "PAT-SECRET-123"
