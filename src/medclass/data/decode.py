@@ -33,8 +33,8 @@ class DecodeOptions:
 
     Attributes:
         image_size: Side length of the output images; ``None`` uses the first image's size.
-        window: DICOM windowing: ``None`` (the file's own VOI LUT/window when present, else
-            min-max), a preset name such as ``ct_lung``, or ``"minmax"``.
+        window: DICOM windowing: ``None`` (the file's own VOI LUT/window when present, else the
+            0.5-99.5 percentile range), a preset name such as ``ct_lung``, or ``"minmax"``.
         frame: Which frame of a multi-frame file or volume: ``"middle"`` or an index.
         max_pixels: Refuse any image with more pixels than this (decompression bombs).
     """

@@ -15,31 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from medclass.data.dataset import SPLITS
+from medclass.data.index import INDEX_COLUMNS
 from medclass.errors import DataError, MedclassError
 from medclass.io.images import is_image_file
 
 #: Manifest columns that are never labels. ``medclass index`` writes the metadata ones.
 RESERVED_COLUMNS = frozenset({"path", "patient_id", "split"})
-METADATA_COLUMNS = frozenset(
-    {
-        "readable",
-        "error",
-        "format",
-        "modality",
-        "body_part",
-        "view_position",
-        "study_uid",
-        "series_uid",
-        "rows",
-        "columns",
-        "frames",
-        "channels",
-        "sha256",
-        "bytes",
-        "subtype",
-        "label_index",
-    }
-)
+METADATA_COLUMNS = (frozenset(INDEX_COLUMNS) - RESERVED_COLUMNS - {"label"}) | {
+    "channels",
+    "sha256",
+    "bytes",
+    "subtype",
+    "label_index",
+}
 _UNKNOWN = ("", "nan", "na", "?", "unknown", "-1")
 
 
