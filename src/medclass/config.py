@@ -69,7 +69,13 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser, schedule and loss options."""
+    """Optimiser, schedule and loss options.
+
+    Class imbalance: ``class_weight: balanced`` (inverse-frequency weights), ``loss: focal`` with
+    ``focal_gamma``, ``logit_adjust: tau`` (logit-adjusted loss, 1.0 as in Menon et al. 2021); with
+    :attr:`TrainConfig.sampler` ``balanced`` for class-balanced sampling, and the operating point
+    for threshold moving.
+    """
 
     name: str = "adamw"
     lr: float = 1e-3
@@ -81,6 +87,9 @@ class OptimConfig:
     label_smoothing: float = 0.0
     class_weight: str | None = None
     grad_clip: float | None = None
+    loss: str = "ce"
+    focal_gamma: float = 2.0
+    logit_adjust: float = 0.0
 
 
 @dataclass
@@ -106,6 +115,8 @@ class TrainConfig:
         epochs: Passes over the training split.
         min_steps: Raise ``epochs`` until at least this many optimiser steps are taken, so small
             datasets get enough updates (0 = off).
+        sampler: ``random`` (each row once per epoch, shuffled) or ``balanced`` (rows drawn with
+            replacement so every class is equally likely).
     """
 
     epochs: int = 20
@@ -117,6 +128,7 @@ class TrainConfig:
     threads: int | None = None
     ema: float = 0.0
     select_metric: str = "auc"
+    sampler: str = "random"
 
 
 @dataclass

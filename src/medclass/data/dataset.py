@@ -154,8 +154,38 @@ def label_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(known, minlength=num_classes)
 
 
+def balanced_order(labels: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+    """One epoch of row indices drawn with replacement so every class is equally likely.
+
+    Each row is drawn with probability ``1 / (K * count(class))``; multi-label rows use their rarest
+    positive label (all-negative rows count as one more class); unknown labels count as one class.
+
+    Args:
+        labels: ``(N,)`` class indices or ``(N, L)`` 0/1 labels, NaN = unknown.
+        generator: Source of randomness.
+
+    Returns:
+        ``(N,)`` int64 row indices.
+    """
+    if labels.ndim == 2:
+        pos = np.nan_to_num(labels, nan=0.0) > 0.5
+        freq = pos.sum(0)
+        rarest = np.where(pos, freq[None, :], np.iinfo(np.int64).max).argmin(1)
+        key = np.where(pos.any(1), rarest, labels.shape[1])
+    else:
+        key = np.where(np.isnan(labels), -1, labels).astype(np.int64)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    weights = torch.from_numpy(1.0 / counts[inverse])
+    return torch.multinomial(weights, len(key), replacement=True, generator=generator)
+
+
 def iterate_batches(
-    split: Split, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    order: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(images_uint8, labels, index)`` batches straight from memory (no worker processes).
 
@@ -164,12 +194,15 @@ def iterate_batches(
         batch_size: Rows per batch (the last batch may be smaller).
         shuffle: Visit rows in a random order drawn from ``generator``.
         generator: Source of randomness for the shuffle.
+        order: Explicit row order (e.g. :func:`balanced_order`); overrides ``shuffle``.
 
     Yields:
         ``uint8`` images ``(B, C, ...)``, ``float32`` labels ``(B,)`` or ``(B, L)``, and row indices ``(B,)``.
     """
     n = len(split)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if order is None:
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    n = len(order)
     labels = torch.from_numpy(np.ascontiguousarray(split.labels, dtype=np.float32))
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]

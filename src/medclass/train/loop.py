@@ -21,10 +21,11 @@ from torch import nn
 
 from medclass import checkpoint
 from medclass.config import RunConfig, config_from_dict, dump_yaml
-from medclass.data.dataset import Dataset, Split, iterate_batches, label_counts
+from medclass.data.dataset import Dataset, Split, balanced_order, iterate_batches, label_counts
+from medclass.errors import ConfigError
 from medclass.metrics import medmnist
 from medclass.models import create_model
-from medclass.tasks import logits_to_probs, num_outputs, task_loss
+from medclass.tasks import logits_to_probs, num_outputs, prior_logit_offset, task_loss
 from medclass.transforms import Compose, build_augment
 from medclass.utils.files import remove_stale_temps, write_text
 from medclass.utils.seed import seed_everything
@@ -79,6 +80,21 @@ def class_weights_for(split: Split, task: str, num_classes: int, mode: str | Non
     return torch.tensor(w, dtype=torch.float32)
 
 
+def loss_options(cfg: RunConfig, split: Split, task: str, num_classes: int) -> dict[str, Any]:
+    """Keyword options of :func:`~medclass.tasks.task_loss` from the config and the training labels."""
+    o = cfg.optim
+    if o.loss not in ("ce", "focal"):
+        raise ConfigError(f"optim.loss: unknown loss '{o.loss}' (use ce or focal)")
+    if cfg.train.sampler not in ("random", "balanced"):
+        raise ConfigError(f"train.sampler: unknown sampler '{cfg.train.sampler}' (use random or balanced)")
+    return {
+        "label_smoothing": o.label_smoothing,
+        "class_weights": class_weights_for(split, task, num_classes, o.class_weight),
+        "focal_gamma": o.focal_gamma if o.loss == "focal" else 0.0,
+        "logit_offset": prior_logit_offset(split.labels, task, num_classes, o.logit_adjust) if o.logit_adjust else None,
+    }
+
+
 def train_one_epoch(
     model: nn.Module,
     split: Split,
@@ -95,11 +111,13 @@ def train_one_epoch(
     ema: Any = None,
     grad_clip: float | None = None,
     on_step: Callable[[float], None] | None = None,
+    balanced: bool = False,
 ) -> float:
-    """One pass over ``split`` in random order; returns the mean training loss."""
+    """One pass over ``split`` in random order (or class-balanced draws); returns the mean training loss."""
     model.train()
     total, count = 0.0, 0
-    for images, labels, _ in iterate_batches(split, batch_size, shuffle=True, generator=generator):
+    order = balanced_order(split.labels, generator) if balanced else None
+    for images, labels, _ in iterate_batches(split, batch_size, shuffle=True, generator=generator, order=order):
         if len(labels) < 2:  # batch norm needs two samples
             continue
         x = augment(to_input(images, prep), generator)
@@ -216,10 +234,7 @@ def fit(
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
     ema = EMA(model, tc.ema) if tc.ema else None
     augment = build_augment(cfg.augment)
-    loss_kwargs = {
-        "label_smoothing": cfg.optim.label_smoothing,
-        "class_weights": class_weights_for(train_split, task, dataset.num_classes, cfg.optim.class_weight),
-    }
+    loss_kwargs = loss_options(cfg, train_split, task, dataset.num_classes)
     amp = autocast_dtype(tc.precision)
     history: list[dict[str, Any]] = []
     best, start_epoch = -np.inf, 0
@@ -272,6 +287,7 @@ def fit(
             ema=ema,
             grad_clip=cfg.optim.grad_clip,
             on_step=on_step,
+            balanced=tc.sampler == "balanced",
         )
         if ema is not None:
             eval_model.load_state_dict(ema.state)
