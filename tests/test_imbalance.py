@@ -121,7 +121,7 @@ def test_loss_options_from_config_and_errors():
         loss_options(cfg, split, "binary", 2)
 
 
-def test_training_with_every_imbalance_option(tmp_path, make_npz, run_cli, fast_config):
+def test_training_with_every_imbalance_option_and_mixing(tmp_path, make_npz, run_cli, fast_config):
     import json
 
     import yaml
@@ -130,6 +130,7 @@ def test_training_with_every_imbalance_option(tmp_path, make_npz, run_cli, fast_
     cfg = yaml.safe_load(fast_config.read_text())
     cfg["optim"] = {"loss": "focal", "focal_gamma": 2.0, "logit_adjust": 1.0}
     cfg["train"]["sampler"] = "balanced"
+    cfg["augment"] = {"enabled": True, "mixup": 0.2, "cutmix": 1.0}
     (tmp_path / "imb.yaml").write_text(yaml.safe_dump(cfg))
     res = run_cli("train", "--data", data, "--config", tmp_path / "imb.yaml", "--out", tmp_path / "run", "--quiet")
     assert res.code == 0, res.err
@@ -137,6 +138,7 @@ def test_training_with_every_imbalance_option(tmp_path, make_npz, run_cli, fast_
     assert np.isfinite(metrics["splits"]["test"]["auc"])
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["optim"]["loss"] == "focal" and saved["train"]["sampler"] == "balanced"
+    assert saved["augment"]["cutmix"] == 1.0
     cfg["optim"]["loss"] = "hinge"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
     bad = run_cli("train", "--data", data, "--config", tmp_path / "bad.yaml", "--out", tmp_path / "r2", "--quiet")

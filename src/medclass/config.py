@@ -94,7 +94,11 @@ class OptimConfig:
 
 @dataclass
 class AugmentConfig:
-    """Light on-the-fly batch augmentation (see :mod:`medclass.transforms`)."""
+    """Light on-the-fly batch augmentation (see :mod:`medclass.transforms`).
+
+    ``mixup`` and ``cutmix`` are the Beta parameters of the mixing augmentations (0 = off; with
+    both, each batch uses one of them).
+    """
 
     enabled: bool = False
     translate: float = 0.0
@@ -105,6 +109,8 @@ class AugmentConfig:
     brightness: float = 0.0
     contrast: float = 0.0
     noise: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
 
 @dataclass

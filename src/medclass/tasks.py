@@ -77,8 +77,12 @@ def task_loss(
         return (loss * weight).sum() / known.sum().clamp(min=1)
     logp = F.log_softmax(logits, dim=1)
     modulate = (1 - logp.exp()).clamp(min=0).pow(focal_gamma) if focal_gamma else torch.ones_like(logp)
-    if labels.ndim == 2:  # soft targets
-        return -(labels * modulate * logp).sum(dim=1).mean()
+    if labels.ndim == 2:  # soft targets (mixing); a zero row (unknown label) adds nothing
+        per_row = -(labels * modulate * logp).sum(dim=1)
+        if class_weights is None:
+            return per_row.mean()
+        w = labels @ class_weights.float()
+        return (w * per_row).sum() / w.sum().clamp(min=1e-12)
     known = ~torch.isnan(labels)
     if not known.any():
         return logits.sum() * 0.0

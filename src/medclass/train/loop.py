@@ -27,6 +27,7 @@ from medclass.metrics import medmnist
 from medclass.models import create_model
 from medclass.tasks import logits_to_probs, num_outputs, prior_logit_offset, task_loss
 from medclass.transforms import Compose, build_augment
+from medclass.transforms.mixing import Mixer
 from medclass.utils.files import remove_stale_temps, write_text
 from medclass.utils.seed import seed_everything
 
@@ -112,6 +113,7 @@ def train_one_epoch(
     grad_clip: float | None = None,
     on_step: Callable[[float], None] | None = None,
     balanced: bool = False,
+    mixer: Mixer | None = None,
 ) -> float:
     """One pass over ``split`` in random order (or class-balanced draws); returns the mean training loss."""
     model.train()
@@ -121,6 +123,8 @@ def train_one_epoch(
         if len(labels) < 2:  # batch norm needs two samples
             continue
         x = augment(to_input(images, prep), generator)
+        if mixer:
+            x, labels = mixer(x, labels, generator)
         with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
             logits = model(x)
         loss = task_loss(logits, labels, task, **loss_kwargs)
@@ -234,6 +238,8 @@ def fit(
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
     ema = EMA(model, tc.ema) if tc.ema else None
     augment = build_augment(cfg.augment)
+    a = cfg.augment
+    mixer = Mixer(task, dataset.num_classes, mixup_alpha=a.mixup, cutmix_alpha=a.cutmix) if a.enabled else None
     loss_kwargs = loss_options(cfg, train_split, task, dataset.num_classes)
     amp = autocast_dtype(tc.precision)
     history: list[dict[str, Any]] = []
@@ -288,6 +294,7 @@ def fit(
             grad_clip=cfg.optim.grad_clip,
             on_step=on_step,
             balanced=tc.sampler == "balanced",
+            mixer=mixer,
         )
         if ema is not None:
             eval_model.load_state_dict(ema.state)
