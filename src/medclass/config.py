@@ -96,8 +96,11 @@ class OptimConfig:
 class AugmentConfig:
     """Light on-the-fly batch augmentation (see :mod:`medclass.transforms`).
 
-    ``mixup`` and ``cutmix`` are the Beta parameters of the mixing augmentations (0 = off; with
-    both, each batch uses one of them).
+    Spatial: ``translate``, ``rotate``, ``scale``, flips. Intensity: ``brightness``, ``contrast``,
+    ``gamma`` (log-gamma range). Noise: ``noise`` (Gaussian sigma), ``speckle`` (multiplicative
+    sigma, ultrasound), ``salt_pepper`` (largest share of pixels), ``blur`` (largest Gaussian sigma
+    in pixels). Mixing: ``mixup`` and ``cutmix`` are Beta parameters (0 = off; with both, each
+    batch uses one of them).
     """
 
     enabled: bool = False
@@ -109,6 +112,10 @@ class AugmentConfig:
     brightness: float = 0.0
     contrast: float = 0.0
     noise: float = 0.0
+    gamma: float = 0.0
+    blur: float = 0.0
+    speckle: float = 0.0
+    salt_pepper: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
 

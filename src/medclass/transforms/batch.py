@@ -164,6 +164,16 @@ def build_augment(cfg: AugmentConfig) -> Compose:
         )
     if cfg.brightness or cfg.contrast:
         steps.append(RandomIntensity(brightness=cfg.brightness, contrast=cfg.contrast))
+    from medclass.transforms.intensity import Random, random_blur, random_gamma, random_salt_pepper, random_speckle
+
+    if cfg.gamma:
+        steps.append(Random(random_gamma, gamma=cfg.gamma))
+    if cfg.blur:
+        steps.append(Random(random_blur, sigma=cfg.blur))
     if cfg.noise:
         steps.append(RandomNoise(cfg.noise))
+    if cfg.speckle:
+        steps.append(Random(random_speckle, sigma=cfg.speckle))
+    if cfg.salt_pepper:
+        steps.append(Random(random_salt_pepper, amount=cfg.salt_pepper))
     return Compose(steps)
