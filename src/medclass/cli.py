@@ -64,7 +64,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "data": {"spec": args.data, "image_size": args.image_size, "window": args.window},
-        "model": {"name": args.model},
+        "model": {"name": args.model, "init_from": args.init_from},
         "optim": {"lr": args.lr},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed},
         "eval": {
@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="catalog name (pneumoniamnist, breastmnist@64), .npz, folder or .csv manifest")
     t.add_argument("--model", help="registry name or timm/<name>")
     t.add_argument("--recipe", default="default", help="recipe name in configs/recipes or a YAML path")
+    t.add_argument("--init-from", help="start from a medclass run's weights (transfer between datasets)")
     t.add_argument("--config", help="YAML file overriding the recipe")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)

@@ -60,11 +60,25 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Which architecture to build (a registry name) and its options."""
+    """Which architecture to build (a registry name), its options and where its first weights come from.
+
+    Attributes:
+        name: Registry name or ``timm/<name>``.
+        drop_rate: Dropout before the head.
+        pretrained: Start from pretrained weights: ``weights``, else
+            ``$MEDCLASS_WEIGHTS_DIR/<arch>.safetensors``, else timm's own download (online).
+        weights: A local safetensors file of pretrained weights.
+        init_from: A medclass run folder (or its ``model.safetensors``) to start from: every tensor
+            that fits is copied, the head of a different task is not.
+        freeze: ``none``, or ``backbone`` to train only the classifier (a linear probe).
+    """
 
     name: str = "smallcnn"
     drop_rate: float = 0.0
     pretrained: bool = False
+    weights: str | None = None
+    init_from: str | None = None
+    freeze: str = "none"
 
 
 @dataclass
@@ -74,7 +88,8 @@ class OptimConfig:
     Class imbalance: ``class_weight: balanced`` (inverse-frequency weights), ``loss: focal`` with
     ``focal_gamma``, ``logit_adjust: tau`` (logit-adjusted loss, 1.0 as in Menon et al. 2021); with
     :attr:`TrainConfig.sampler` ``balanced`` for class-balanced sampling, and the operating point
-    for threshold moving.
+    for threshold moving. ``layer_decay`` < 1 scales each earlier layer's learning rate by that factor
+    (layer-wise learning-rate decay, for fine-tuning pretrained weights).
     """
 
     name: str = "adamw"
@@ -90,6 +105,7 @@ class OptimConfig:
     loss: str = "ce"
     focal_gamma: float = 2.0
     logit_adjust: float = 0.0
+    layer_decay: float = 1.0
 
 
 @dataclass

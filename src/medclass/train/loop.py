@@ -26,6 +26,7 @@ from medclass.errors import ConfigError
 from medclass.metrics import medmnist
 from medclass.models import create_model
 from medclass.tasks import logits_to_probs, num_outputs, prior_logit_offset, task_loss
+from medclass.train.transfer import set_frozen_eval
 from medclass.transforms import Compose, build_augment
 from medclass.transforms.mixing import Mixer
 from medclass.utils.files import remove_stale_temps, write_text
@@ -117,6 +118,7 @@ def train_one_epoch(
 ) -> float:
     """One pass over ``split`` in random order (or class-balanced draws); returns the mean training loss."""
     model.train()
+    set_frozen_eval(model)
     total, count = 0.0, 0
     order = balanced_order(split.labels, generator) if balanced else None
     for images, labels, _ in iterate_batches(split, batch_size, shuffle=True, generator=generator, order=order):
@@ -184,6 +186,34 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
     )
 
 
+def init_weights(model: nn.Module, cfg: RunConfig) -> None:
+    """Start ``model`` from another run or pretrained weights, and freeze its backbone, as the config says."""
+    from medclass.train import transfer
+
+    m = cfg.model
+    source = m.init_from
+    if not source and m.pretrained:
+        found = transfer.pretrained_source(m.name, m.weights)
+        if found is None:
+            if not m.name.lower().startswith("timm/"):
+                raise ConfigError(
+                    f"model.pretrained: no weights for '{m.name}' (set model.weights or $MEDCLASS_WEIGHTS_DIR)"
+                )
+            donor = create_model(m.name, pretrained=True)  # timm's hub: needs internet or its cache
+            transfer.load_matching(model, donor.state_dict(), where=f"timm pretrained {m.name}")
+        source = str(found) if found is not None else None
+    if source:
+        report = transfer.load_matching(model, transfer.read_weights(source), where=source)
+        print(
+            f"initialised from {source}: {len(report['loaded'])} tensors loaded, {len(report['adapted'])} adapted, "
+            f"{len(report['skipped'])} new"
+        )
+    if m.freeze not in ("none", "backbone"):
+        raise ConfigError(f"model.freeze: unknown value '{m.freeze}' (use none or backbone)")
+    if m.freeze == "backbone":
+        transfer.freeze_backbone(model)
+
+
 def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> dict[str, Any]:
     """The ``model.json`` content: everything inference needs besides the weights."""
     kwargs = {"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {}
@@ -227,6 +257,7 @@ def fit(
     task, prep = dataset.task, preprocessing_for(dataset)
     arch = model_meta(cfg, dataset)["architecture"]
     model = build_model(arch)
+    init_weights(model, cfg)
     fmt = torch.channels_last if dataset.spatial_dims == 2 else torch.channels_last_3d
     model = model.to(memory_format=fmt)
     from medclass.train.optim import EMA, build_optimizer, build_scheduler

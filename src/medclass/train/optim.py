@@ -12,12 +12,28 @@ from medclass.errors import ConfigError
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW, Adam or SGD (Nesterov); no weight decay on biases and norm parameters."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW, Adam or SGD (Nesterov); no weight decay on biases and norm parameters.
+
+    Frozen parameters are left out; with ``cfg.layer_decay`` < 1 each layer's group gets
+    ``lr * layer_decay ** (distance from the head)``.
+    """
+    if cfg.layer_decay < 1.0:
+        from medclass.train.transfer import layer_decay_groups
+
+        groups = [
+            {
+                "params": g["params"],
+                "lr": cfg.lr * g["lr_scale"],
+                "weight_decay": 0.0 if g["no_decay"] else cfg.weight_decay,
+            }
+            for g in layer_decay_groups(model, cfg.layer_decay)
+        ]
+    else:
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     name = cfg.name.lower()
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)

@@ -1,0 +1,173 @@
+"""Transfer learning: start from other weights, freeze what should not move, and scale learning rates by depth.
+
+* :func:`load_matching` copies every tensor whose name and shape fit (the head of another task
+  never fits and stays freshly initialised); a first convolution trained on RGB is adapted to grey
+  input by summing its colour filters (and a grey one to RGB by sharing it out), so ImageNet or
+  medical weights serve any channel count.
+* :func:`pretrained_source` finds weights offline: an explicit ``model.weights`` file, else
+  ``$MEDCLASS_WEIGHTS_DIR/<architecture>.safetensors``; ``model.init_from`` names a medclass run.
+* :func:`freeze_backbone` turns training into a linear probe; :func:`layer_decay_groups` gives
+  earlier layers smaller learning rates (layer-wise learning-rate decay).
+
+Weights are read from safetensors only: never unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medclass.errors import ModelError
+
+WEIGHTS_DIR_ENV = "MEDCLASS_WEIGHTS_DIR"
+
+
+def _adapt_input_conv(src: torch.Tensor, dst_shape: torch.Size) -> torch.Tensor | None:
+    """A first-layer kernel ``(O, I, k...)`` reshaped to another input-channel count, or None."""
+    if src.ndim < 3 or src.shape[0] != dst_shape[0] or src.shape[2:] != dst_shape[2:]:
+        return None
+    i_src, i_dst = src.shape[1], dst_shape[1]
+    if i_dst == 1:
+        return src.sum(dim=1, keepdim=True)
+    if i_src == 1:
+        return src.repeat(1, i_dst, *([1] * (src.ndim - 2))) / i_dst
+    return None
+
+
+def load_matching(model: nn.Module, tensors: dict[str, torch.Tensor], *, where: str) -> dict[str, list[str]]:
+    """Copy the tensors of ``tensors`` that fit ``model`` by name and shape into it.
+
+    Args:
+        model: The target network.
+        tensors: Source state (e.g. a safetensors file's content).
+        where: The source, for messages.
+
+    Returns:
+        ``{"loaded": names, "adapted": names, "skipped": names}`` over the model's state entries.
+
+    Raises:
+        ModelError: Nothing fits at all (a different architecture).
+    """
+    state = model.state_dict()
+    report: dict[str, list[str]] = {"loaded": [], "adapted": [], "skipped": []}
+    new_state = {}
+    for name, dst in state.items():
+        src = tensors.get(name)
+        if src is not None and src.shape == dst.shape:
+            new_state[name] = src.to(dst.dtype)
+            report["loaded"].append(name)
+            continue
+        adapted = _adapt_input_conv(src, dst.shape) if src is not None and dst.ndim >= 3 else None
+        if adapted is not None:
+            new_state[name] = adapted.to(dst.dtype)
+            report["adapted"].append(name)
+        else:
+            report["skipped"].append(name)
+    weights = [n for n, t in state.items() if t.is_floating_point()]
+    if not any(n in new_state for n in weights):
+        raise ModelError(f"{where}: no weights fit this model (different architecture?)")
+    model.load_state_dict(new_state, strict=False)
+    return report
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file as a state dict; a medclass run folder gives its ``model.safetensors``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise ModelError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelError(f"{path}: not a valid safetensors file ({err})") from None
+
+
+def pretrained_source(model_name: str, weights: str | None) -> Path | None:
+    """The local pretrained-weights file for ``model_name``: ``weights``, else one in ``$MEDCLASS_WEIGHTS_DIR``.
+
+    For ``timm/resnet18`` the folder is searched for ``resnet18.safetensors`` and
+    ``timm_resnet18.safetensors``. Returns None when no local file exists (timm's own hub download
+    is then used, which needs internet).
+    """
+    if weights:
+        return Path(weights)
+    folder = os.environ.get(WEIGHTS_DIR_ENV)
+    if not folder:
+        return None
+    arch = model_name.split("/", 1)[-1]
+    for candidate in (f"{arch}.safetensors", f"{model_name.replace('/', '_')}.safetensors"):
+        if (Path(folder) / candidate).is_file():
+            return Path(folder) / candidate
+    return None
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the classifier's parameters (``get_classifier()``, which medclass and timm models have)."""
+    get = getattr(model, "get_classifier", None)
+    head = get() if callable(get) else None
+    if not isinstance(head, nn.Module):
+        raise ModelError(f"{type(model).__name__} has no get_classifier(); cannot freeze its backbone")
+    ids = {id(p) for p in head.parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def freeze_backbone(model: nn.Module) -> int:
+    """Train only the classifier (a linear probe). Returns the number of trainable parameters left.
+
+    Batch-norm statistics of the frozen backbone still update in ``train()`` mode unless the caller
+    keeps those layers in eval mode; the loop does (see :func:`set_frozen_eval`).
+    """
+    head = head_parameter_names(model)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in head)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def set_frozen_eval(model: nn.Module) -> None:
+    """Put norm layers whose parameters are all frozen in eval mode (their running stats stay fixed)."""
+    for m in model.modules():
+        params = list(m.parameters(recurse=False))
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad for p in params):
+            m.eval()
+
+
+def layer_decay_groups(model: nn.Module, decay: float) -> list[dict[str, Any]]:
+    """Parameter groups whose ``lr_scale`` shrinks by ``decay`` per layer from the head backwards.
+
+    Layers are the model's top-level blocks in definition order (the second name component inside
+    a ``features``/``stages``/``layers``-style container, e.g. ``features.stage2``); the head gets
+    scale 1. Groups also split weight-decayed weights from biases and norm parameters
+    (``weight_decay_off``).
+
+    Returns:
+        ``[{"params", "lr_scale", "no_decay"}]``.
+    """
+    head = head_parameter_names(model)
+    keys: list[str] = []
+    key_of: dict[str, str] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        parts = name.split(".")
+        key = "head" if name in head else ".".join(parts[:2] if len(parts) > 2 else parts[:1])
+        key_of[name] = key
+        if key != "head" and key not in keys:
+            keys.append(key)
+    depth = {k: i for i, k in enumerate(keys)}
+    groups: dict[tuple[str, bool], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        if name not in key_of:
+            continue
+        key = key_of[name]
+        scale = 1.0 if key == "head" else decay ** (len(keys) - depth[key])
+        g = groups.setdefault((key, p.ndim <= 1), {"params": [], "lr_scale": scale, "no_decay": p.ndim <= 1})
+        g["params"].append(p)
+    return list(groups.values())
