@@ -112,8 +112,11 @@ class OptimConfig:
 class AugmentConfig:
     """Light on-the-fly batch augmentation (see :mod:`medclass.transforms`).
 
-    Spatial: ``translate``, ``rotate``, ``scale``, flips. Intensity: ``brightness``, ``contrast``,
-    ``gamma`` (log-gamma range). Noise: ``noise`` (Gaussian sigma), ``speckle`` (multiplicative
+    Spatial: ``translate``, ``rotate``, ``scale``, flips, ``crop`` (smallest area kept by a random
+    resized crop; 1 = off), ``elastic`` (largest displacement, fraction of the side). Intensity:
+    ``brightness``, ``contrast``, ``gamma`` (log-gamma range), ``bias_field`` (MRI inhomogeneity
+    strength). Policy: ``trivial`` adds one random operation per image (TrivialAugment style).
+    Noise: ``noise`` (Gaussian sigma), ``speckle`` (multiplicative
     sigma, ultrasound), ``salt_pepper`` (largest share of pixels), ``blur`` (largest Gaussian sigma
     in pixels). Mixing: ``mixup`` and ``cutmix`` are Beta parameters (0 = off; with both, each
     batch uses one of them).
@@ -132,6 +135,10 @@ class AugmentConfig:
     blur: float = 0.0
     speckle: float = 0.0
     salt_pepper: float = 0.0
+    crop: float = 1.0
+    elastic: float = 0.0
+    bias_field: float = 0.0
+    policy: str = "none"
     mixup: float = 0.0
     cutmix: float = 0.0
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from medclass.config import AugmentConfig
+from medclass.errors import ConfigError
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -165,7 +166,19 @@ def build_augment(cfg: AugmentConfig) -> Compose:
     if cfg.brightness or cfg.contrast:
         steps.append(RandomIntensity(brightness=cfg.brightness, contrast=cfg.contrast))
     from medclass.transforms.intensity import Random, random_blur, random_gamma, random_salt_pepper, random_speckle
+    from medclass.transforms.policy import random_policy
+    from medclass.transforms.spatial import random_bias_field, random_elastic, random_resized_crop
 
+    if cfg.crop < 1.0:
+        steps.append(Random(random_resized_crop, min_area=cfg.crop))
+    if cfg.elastic:
+        steps.append(Random(random_elastic, magnitude=cfg.elastic))
+    if cfg.policy not in ("none", "trivial"):
+        raise ConfigError(f"augment.policy: unknown policy '{cfg.policy}' (use none or trivial)")
+    if cfg.policy == "trivial":
+        steps.append(Random(random_policy))
+    if cfg.bias_field:
+        steps.append(Random(random_bias_field, strength=cfg.bias_field))
     if cfg.gamma:
         steps.append(Random(random_gamma, gamma=cfg.gamma))
     if cfg.blur:
