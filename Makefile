@@ -32,6 +32,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/medmnist.py
 	$(BIN)/python bench/clinical.py
+	$(BIN)/python bench/augment.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

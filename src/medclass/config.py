@@ -169,11 +169,16 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """How the operating point and confidence intervals are computed."""
+    """How the operating point and confidence intervals are computed, and test-time augmentation.
+
+    ``tta`` lists views whose probabilities are averaged with the original's at evaluation and
+    prediction (``hflip``, ``vflip``, ``shift``); it is stored in the checkpoint.
+    """
 
     operating_point: str = "youden"
     target_sensitivity: float = 0.95
     n_bootstrap: int = 1000
+    tta: list[str] = field(default_factory=list)
 
 
 @dataclass

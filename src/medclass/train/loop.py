@@ -29,6 +29,7 @@ from medclass.tasks import logits_to_probs, num_outputs, prior_logit_offset, tas
 from medclass.train.transfer import set_frozen_eval
 from medclass.transforms import Compose, build_augment
 from medclass.transforms.mixing import Mixer
+from medclass.transforms.tta import check_views, tta_views
 from medclass.utils.files import remove_stale_temps, write_text
 from medclass.utils.seed import seed_everything
 
@@ -154,11 +155,24 @@ def predict_logits(model: nn.Module, images: torch.Tensor, prep: dict[str, Any],
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
+@torch.inference_mode()
 def predict_probs(
     model: nn.Module, images: torch.Tensor, task: str, prep: dict[str, Any], batch_size: int = 512
 ) -> np.ndarray:
-    """Probabilities ``(N, K)`` (K = 2 for binary) for a ``uint8`` image stack."""
-    return logits_to_probs(predict_logits(model, images, prep, batch_size), task).numpy()
+    """Probabilities ``(N, K)`` (K = 2 for binary) for a ``uint8`` image stack.
+
+    With ``prep["tta"]`` (test-time augmentation views), the mean of the views' probabilities.
+    """
+    views = prep.get("tta") or []
+    if not views:
+        return logits_to_probs(predict_logits(model, images, prep, batch_size), task).numpy()
+    model.eval()
+    outs = []
+    for i in range(0, images.shape[0], batch_size):
+        x = to_input(images[i : i + batch_size], prep)
+        probs = [logits_to_probs(model(v).float(), task) for v in tta_views(x, views)]
+        outs.append(torch.stack(probs).mean(0))
+    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), dtype=np.float32)
 
 
 def _fmt_row(row: dict[str, Any]) -> str:
@@ -214,6 +228,13 @@ def init_weights(model: nn.Module, cfg: RunConfig) -> None:
         transfer.freeze_backbone(model)
 
 
+def _tta(cfg: RunConfig) -> list[str]:
+    try:
+        return check_views(cfg.eval.tta)
+    except ValueError as err:
+        raise ConfigError(f"eval.tta: {err}") from None
+
+
 def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> dict[str, Any]:
     """The ``model.json`` content: everything inference needs besides the weights."""
     kwargs = {"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {}
@@ -227,7 +248,7 @@ def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> di
         },
         "task": dataset.task,
         "label_names": dataset.label_names,
-        "preprocessing": preprocessing_for(dataset),
+        "preprocessing": {**preprocessing_for(dataset), **({"tta": tta} if (tta := _tta(cfg)) else {})},
         "threshold": threshold,
         "operating_point": {"method": cfg.eval.operating_point, "target_sensitivity": cfg.eval.target_sensitivity},
         "dataset": {"name": dataset.name, "source": dataset.source, "md5": dataset.md5},
