@@ -27,6 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from benchmd import update_section  # noqa: E402
 from medclass.cli import main as cli_main  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ablation.json"
@@ -105,18 +106,6 @@ def render(results: dict, command: str) -> str:
     return "\n".join(lines + [""])
 
 
-def update_benchmarks_md(section: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    start, end = "<!-- ablation:start -->", "<!-- ablation:end -->"
-    block = f"{start}\n{section}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n## Ablation: augmentation and class imbalance (28 px)\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=["breastmnist", "pneumoniamnist"])
@@ -139,7 +128,9 @@ def main() -> None:
                 print(f"{dataset} {variant} seed {seed}: {runs[str(seed)]} ({(time.perf_counter() - t0) / 60:.1f} min)")
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
                 RESULTS.write_text(json.dumps({"results": results, "command": command.strip()}, indent=2))
-                update_benchmarks_md(render(results, command.strip()))
+                update_section(
+                    "ablation", "Ablation: augmentation and class imbalance (28 px)", render(results, command.strip())
+                )
 
 
 if __name__ == "__main__":

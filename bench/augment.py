@@ -25,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from benchmd import update_section  # noqa: E402
 from medclass.config import AugmentConfig  # noqa: E402
 from medclass.models import create_model  # noqa: E402
 from medclass.transforms import build_augment  # noqa: E402
@@ -99,18 +100,6 @@ def render(results: dict[str, dict[str, float]], command: str) -> str:
     return "\n".join(lines + [""])
 
 
-def update_benchmarks_md(section: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    start, end = "<!-- augment:start -->", "<!-- augment:end -->"
-    block = f"{start}\n{section}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n## Augmentation cost\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -124,7 +113,7 @@ def main() -> None:
     print(section)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"results": results, "command": command.strip()}, indent=2))
-    update_benchmarks_md(section)
+    update_section("augment", "Augmentation cost", section)
 
 
 if __name__ == "__main__":

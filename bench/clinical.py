@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from benchmd import update_section  # noqa: E402
 from medclass.cli import main as cli_main  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "clinical.json"
@@ -211,18 +212,6 @@ def render(decode: dict | None, cache: dict | None, runs: dict | None, command: 
     return "\n".join(lines)
 
 
-def update_benchmarks_md(section: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = "<!-- clinical:start -->", "<!-- clinical:end -->"
-    block = f"{start}\n{section}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n## Clinical I/O and training on image folders\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -246,7 +235,7 @@ def main() -> None:
         runs.update(train_runs(data, args.runs, Path(args.out), args.seed))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"decode": decode, "cache": cache, "runs": runs, "command": command}, indent=2))
-    update_benchmarks_md(render(decode, cache, runs, command))
+    update_section("clinical", "Clinical I/O and training on image folders", render(decode, cache, runs, command))
     print(f"wrote {RESULTS} and BENCHMARKS.md")
 
 

@@ -33,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from benchmd import update_section  # noqa: E402
 from medclass.cli import main as cli_main  # noqa: E402
 from medclass.evaluate import MEDMNIST_REFERENCE  # noqa: E402
 
@@ -216,18 +217,9 @@ def render(results: dict, tp: dict | None, command: str) -> str:
 
 
 def update_benchmarks_md(section: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = (
-        path.read_text()
-        if path.exists()
-        else "# Benchmarks\n\nLatest figures, each with the command that produced it.\n"
-    )
-    start, end = "<!-- medmnist:start -->", "<!-- medmnist:end -->"
-    if start in text and end in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+    """``section`` carries its own markers; hand its inside to :func:`benchmd.update_section`."""
+    inner = section.replace("<!-- medmnist:start -->", "").replace("<!-- medmnist:end -->", "")
+    update_section("medmnist", "MedMNIST: default recipe", inner)
 
 
 def main() -> None:
