@@ -41,6 +41,10 @@ class DataConfig:
         max_pixels: Refuse any image with more pixels than this (decompression bombs); ``None``
             uses the reader's default limit.
         dedup: Keep byte-identical files once, before splitting (folders and manifests).
+        equalize: Contrast preprocessing, stored in the checkpoint and applied at training,
+            evaluation and prediction alike: ``none``, ``hist`` (global histogram equalisation)
+            or ``clahe`` (contrast-limited adaptive equalisation with ``clahe_clip`` and
+            ``clahe_tiles`` regions per side).
     """
 
     spec: str = "pneumoniamnist"
@@ -52,6 +56,9 @@ class DataConfig:
     frame: str | int = "middle"
     max_pixels: int | None = None
     dedup: bool = True
+    equalize: str = "none"
+    clahe_clip: float = 2.0
+    clahe_tiles: int = 8
 
     def file_options(self) -> dict[str, Any]:
         """Keyword options for folder and manifest sources (:func:`medclass.data.sources.load_files`)."""
@@ -115,11 +122,11 @@ class AugmentConfig:
     Spatial: ``translate``, ``rotate``, ``scale``, flips, ``crop`` (smallest area kept by a random
     resized crop; 1 = off), ``elastic`` (largest displacement, fraction of the side). Intensity:
     ``brightness``, ``contrast``, ``gamma`` (log-gamma range), ``bias_field`` (MRI inhomogeneity
-    strength). Policy: ``trivial`` adds one random operation per image (TrivialAugment style).
-    Noise: ``noise`` (Gaussian sigma), ``speckle`` (multiplicative
-    sigma, ultrasound), ``salt_pepper`` (largest share of pixels), ``blur`` (largest Gaussian sigma
-    in pixels). Mixing: ``mixup`` and ``cutmix`` are Beta parameters (0 = off; with both, each
-    batch uses one of them).
+    strength), ``equalize`` (share of images given CLAHE). Policy: ``trivial`` adds one random
+    operation per image (TrivialAugment style). Noise: ``noise`` (Gaussian sigma), ``speckle``
+    (multiplicative sigma, ultrasound), ``salt_pepper`` (largest share of pixels), ``blur``
+    (largest Gaussian sigma in pixels). Mixing: ``mixup`` and ``cutmix`` are Beta parameters
+    (0 = off; with both, each batch uses one of them).
     """
 
     enabled: bool = False
@@ -138,6 +145,7 @@ class AugmentConfig:
     crop: float = 1.0
     elastic: float = 0.0
     bias_field: float = 0.0
+    equalize: float = 0.0
     policy: str = "none"
     mixup: float = 0.0
     cutmix: float = 0.0

@@ -12,6 +12,7 @@ import csv
 import io
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from medclass import checkpoint
-from medclass.config import RunConfig, config_from_dict, dump_yaml
+from medclass.config import DataConfig, RunConfig, config_from_dict, dump_yaml
 from medclass.data.dataset import Dataset, Split, balanced_order, iterate_batches, label_counts
 from medclass.errors import ConfigError
 from medclass.metrics import medmnist
@@ -28,14 +29,15 @@ from medclass.models import create_model
 from medclass.tasks import logits_to_probs, num_outputs, prior_logit_offset, task_loss
 from medclass.train.transfer import set_frozen_eval
 from medclass.transforms import Compose, build_augment
+from medclass.transforms.histogram import apply_equalize, equalize_options
 from medclass.transforms.mixing import Mixer
 from medclass.transforms.tta import check_views, tta_views
 from medclass.utils.files import remove_stale_temps, write_text
 from medclass.utils.seed import seed_everything
 
 
-def preprocessing_for(dataset: Dataset) -> dict[str, Any]:
-    """The preprocessing a model trained on ``dataset`` expects; stored in its checkpoint."""
+def preprocessing_for(dataset: Dataset, data: DataConfig | None = None) -> dict[str, Any]:
+    """The preprocessing a model trained on ``dataset`` (with ``data`` options) expects; stored in its checkpoint."""
     c = dataset.channels
     prep = {
         "input_shape": list(dataset.sample_shape),
@@ -48,11 +50,17 @@ def preprocessing_for(dataset: Dataset) -> dict[str, Any]:
     }
     if "decode" in dataset.extra:  # how files became pixels: DICOM window, frame of volumes
         prep["decode"] = dict(dataset.extra["decode"])
+    if data is not None and (eq := equalize_options(data.equalize, clip_limit=data.clahe_clip, tiles=data.clahe_tiles)):
+        prep["equalize"] = eq
     return prep
 
 
 def to_input(images: torch.Tensor, prep: dict[str, Any]) -> torch.Tensor:
-    """``uint8`` ``(B, C, ...)`` -> normalised float32 model input (channels-last memory layout)."""
+    """``uint8`` ``(B, C, ...)`` -> normalised float32 model input (channels-last memory layout).
+
+    Applies the stored contrast equalisation (``prep["equalize"]``) first, when there is one.
+    """
+    images = apply_equalize(images, prep.get("equalize"))
     c = images.shape[1]
     shape = (1, c) + (1,) * (images.ndim - 2)
     mean = torch.tensor(prep["mean"], dtype=torch.float32).view(shape)
@@ -248,7 +256,7 @@ def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> di
         },
         "task": dataset.task,
         "label_names": dataset.label_names,
-        "preprocessing": {**preprocessing_for(dataset), **({"tta": tta} if (tta := _tta(cfg)) else {})},
+        "preprocessing": {**preprocessing_for(dataset, cfg.data), **({"tta": tta} if (tta := _tta(cfg)) else {})},
         "threshold": threshold,
         "operating_point": {"method": cfg.eval.operating_point, "target_sensitivity": cfg.eval.target_sensitivity},
         "dataset": {"name": dataset.name, "source": dataset.source, "md5": dataset.md5},
@@ -275,7 +283,7 @@ def fit(
     if tc.threads:
         torch.set_num_threads(tc.threads)
     generator = seed_everything(tc.seed)
-    task, prep = dataset.task, preprocessing_for(dataset)
+    task, prep = dataset.task, preprocessing_for(dataset, cfg.data)
     arch = model_meta(cfg, dataset)["architecture"]
     model = build_model(arch)
     init_weights(model, cfg)
@@ -283,7 +291,10 @@ def fit(
     model = model.to(memory_format=fmt)
     from medclass.train.optim import EMA, build_optimizer, build_scheduler
 
-    train_split = dataset.splits["train"]
+    train_split, val = dataset.splits["train"], dataset.splits["val"]
+    if eq := prep.pop("equalize", None):  # equalise the stored images once, not every batch
+        train_split = replace(train_split, images=apply_equalize(train_split.images, eq))
+        val = replace(val, images=apply_equalize(val.images, eq))
     steps = sum(1 for s in range(0, len(train_split), tc.batch_size) if len(train_split) - s >= 2)
     epochs = max(tc.epochs, -(-tc.min_steps // max(steps, 1)))
     optimizer = build_optimizer(model, cfg.optim)
@@ -320,7 +331,6 @@ def fit(
 
         bar = tqdm(total=steps * epochs, initial=steps * start_epoch, unit="step", dynamic_ncols=True, leave=True)
     eval_model = build_model(arch).to(memory_format=fmt) if ema else model
-    val = dataset.splits["val"]
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
 

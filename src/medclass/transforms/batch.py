@@ -165,6 +165,7 @@ def build_augment(cfg: AugmentConfig) -> Compose:
         )
     if cfg.brightness or cfg.contrast:
         steps.append(RandomIntensity(brightness=cfg.brightness, contrast=cfg.contrast))
+    from medclass.transforms.histogram import random_clahe
     from medclass.transforms.intensity import Random, random_blur, random_gamma, random_salt_pepper, random_speckle
     from medclass.transforms.policy import random_policy
     from medclass.transforms.spatial import random_bias_field, random_elastic, random_resized_crop
@@ -179,6 +180,8 @@ def build_augment(cfg: AugmentConfig) -> Compose:
         steps.append(Random(random_policy))
     if cfg.bias_field:
         steps.append(Random(random_bias_field, strength=cfg.bias_field))
+    if cfg.equalize:
+        steps.append(Random(random_clahe, p=cfg.equalize))
     if cfg.gamma:
         steps.append(Random(random_gamma, gamma=cfg.gamma))
     if cfg.blur:
