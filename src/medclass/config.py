@@ -77,7 +77,11 @@ class ModelConfig:
         weights: A local safetensors file of pretrained weights.
         init_from: A medclass run folder (or its ``model.safetensors``) to start from: every tensor
             that fits is copied, the head of a different task is not.
-        freeze: ``none``, or ``backbone`` to train only the classifier (a linear probe).
+        freeze: ``none``; ``backbone`` to train only the classifier (a linear probe); or
+            ``gradual`` (gradual unfreezing): the head alone first, then one more layer from the top
+            every ``unfreeze_every`` epochs.
+        unfreeze_every: Epochs between unfreezing steps with ``freeze: gradual``.
+        truncate: Drop this many final stages of the backbone (a smaller model; 0 keeps all).
     """
 
     name: str = "smallcnn"
@@ -86,6 +90,8 @@ class ModelConfig:
     weights: str | None = None
     init_from: str | None = None
     freeze: str = "none"
+    unfreeze_every: float = 1.0
+    truncate: int = 0
 
 
 @dataclass

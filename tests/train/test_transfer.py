@@ -13,7 +13,13 @@ from medclass.errors import ConfigError, ModelError
 from medclass.models import create_model
 from medclass.train.loop import init_weights, train_one_epoch
 from medclass.train.optim import build_optimizer, build_scheduler
-from medclass.train.transfer import freeze_backbone, layer_decay_groups, load_matching, read_weights
+from medclass.train.transfer import (
+    freeze_backbone,
+    gradual_unfreeze,
+    layer_decay_groups,
+    load_matching,
+    read_weights,
+)
 from medclass.transforms import Compose
 
 PREP = {"scale": 1 / 255, "mean": [0.5], "std": [0.5]}
@@ -109,3 +115,38 @@ def test_layer_decay_scales_by_depth():
     cfg.layer_decay, cfg.lr = 0.5, 0.01
     lrs = sorted({g["lr"] for g in build_optimizer(model, cfg).param_groups})
     assert lrs == pytest.approx([0.01 * s for s in scales])
+
+
+def test_gradual_unfreeze_opens_one_layer_per_step_from_the_top():
+    model = create_model("smallcnn", in_chans=1, num_classes=2)  # layers: stem, stage1, stage2, stage3
+
+    def trainable_layers() -> set[str]:
+        return {".".join(n.split(".")[:2]) for n, p in model.named_parameters() if p.requires_grad}
+
+    assert gradual_unfreeze(model, 0, 1) == ["features.stem", "features.stage1", "features.stage2", "features.stage3"]
+    assert trainable_layers() == {"fc.weight", "fc.bias"}
+    assert gradual_unfreeze(model, 3, 2) == ["features.stem", "features.stage1", "features.stage2"]  # 3 // 2 = 1 open
+    assert "features.stage3" in trainable_layers()
+    assert gradual_unfreeze(model, 9, 1) == [] and all(p.requires_grad for p in model.parameters())
+
+
+def test_gradual_unfreezing_in_training_leaves_the_bottom_layers_as_initialised(
+    tmp_path, make_npz, run_cli, fast_config
+):
+    data = make_npz(tmp_path / "a.npz", sizes=(24, 8, 8), size=12)
+    first = tmp_path / "first"
+    assert run_cli("train", "--data", data, "--config", fast_config, "--out", first, "--quiet").code == 0
+    cfg = tmp_path / "gradual.yaml"
+    cfg.write_text(fast_config.read_text() + "model:\n  freeze: gradual\n  unfreeze_every: 1\n", encoding="utf-8")
+    second = tmp_path / "second"
+    res = run_cli("train", "--data", data, "--config", cfg, "--out", second, "--quiet", "--init-from", first)
+    assert res.code == 0, res.err
+    a = read_weights(first)
+    last = read_weights(second / "state.safetensors")  # the last epoch's weights (model.json may keep an earlier one)
+    b = {k[len("model.") :]: v for k, v in last.items() if k.startswith("model.")}
+    # Two epochs: the head, then stage3 too; the stem, stage1 and stage2 (and their BN statistics) never move.
+    for name in a:
+        if name.startswith(("features.stem", "features.stage1", "features.stage2")):
+            assert torch.equal(a[name], b[name]), name
+    assert not torch.equal(a["features.stage3.0.0.weight"], b["features.stage3.0.0.weight"])
+    assert not torch.equal(a["fc.weight"], b["fc.weight"])

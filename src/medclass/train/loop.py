@@ -198,14 +198,19 @@ def _history_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def build_model(arch: dict[str, Any]) -> nn.Module:
-    """Build the network described by a checkpoint's ``architecture`` entry."""
-    return create_model(
+    """Build the network described by a checkpoint's ``architecture`` entry (truncated when it says so)."""
+    model = create_model(
         arch["name"],
         in_chans=arch["in_chans"],
         num_classes=arch["num_outputs"],
         spatial_dims=arch.get("spatial_dims"),
         **arch.get("kwargs", {}),
     )
+    if arch.get("truncate"):
+        from medclass.models.truncate import truncate_stages
+
+        model = truncate_stages(model, int(arch["truncate"]), name=arch["name"])
+    return model
 
 
 def init_weights(model: nn.Module, cfg: RunConfig) -> None:
@@ -230,8 +235,8 @@ def init_weights(model: nn.Module, cfg: RunConfig) -> None:
             f"initialised from {source}: {len(report['loaded'])} tensors loaded, {len(report['adapted'])} adapted, "
             f"{len(report['skipped'])} new"
         )
-    if m.freeze not in ("none", "backbone"):
-        raise ConfigError(f"model.freeze: unknown value '{m.freeze}' (use none or backbone)")
+    if m.freeze not in ("none", "backbone", "gradual"):
+        raise ConfigError(f"model.freeze: unknown value '{m.freeze}' (use none, backbone or gradual)")
     if m.freeze == "backbone":
         transfer.freeze_backbone(model)
 
@@ -253,6 +258,7 @@ def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> di
             "in_chans": dataset.channels,
             "num_outputs": num_outputs(dataset.task, dataset.num_classes),
             "kwargs": kwargs,
+            **({"truncate": cfg.model.truncate} if cfg.model.truncate else {}),
         },
         "task": dataset.task,
         "label_names": dataset.label_names,
@@ -333,6 +339,10 @@ def fit(
     eval_model = build_model(arch).to(memory_format=fmt) if ema else model
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
+        if cfg.model.freeze == "gradual":
+            from medclass.train.transfer import gradual_unfreeze
+
+            gradual_unfreeze(model, epoch, cfg.model.unfreeze_every)
 
         def on_step(loss: float, _e: int = epoch) -> None:
             if bar is not None:

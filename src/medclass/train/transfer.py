@@ -6,8 +6,9 @@
   medical weights serve any channel count.
 * :func:`pretrained_source` finds weights offline: an explicit ``model.weights`` file, else
   ``$MEDCLASS_WEIGHTS_DIR/<architecture>.safetensors``; ``model.init_from`` names a medclass run.
-* :func:`freeze_backbone` turns training into a linear probe; :func:`layer_decay_groups` gives
-  earlier layers smaller learning rates (layer-wise learning-rate decay).
+* :func:`freeze_backbone` turns training into a linear probe, :func:`gradual_unfreeze` opens the
+  layers one by one from the top; :func:`layer_decay_groups` gives earlier layers smaller learning
+  rates (layer-wise learning-rate decay).
 
 Weights are read from safetensors only: never unpickled.
 """
@@ -139,35 +140,65 @@ def set_frozen_eval(model: nn.Module) -> None:
             m.eval()
 
 
-def layer_decay_groups(model: nn.Module, decay: float) -> list[dict[str, Any]]:
-    """Parameter groups whose ``lr_scale`` shrinks by ``decay`` per layer from the head backwards.
+def layer_keys(model: nn.Module) -> tuple[list[str], dict[str, str]]:
+    """The model's layers from input to output, and the layer of each parameter.
 
-    Layers are the model's top-level blocks in definition order (the second name component inside
-    a ``features``/``stages``/``layers``-style container, e.g. ``features.stage2``); the head gets
-    scale 1. Groups also split weight-decayed weights from biases and norm parameters
-    (``weight_decay_off``).
+    Layers are the top-level blocks in definition order (the second name component inside a
+    ``features``/``stages``/``layers``-style container, e.g. ``features.stage2``); the classifier's
+    parameters belong to ``"head"``, which is not in the returned list.
 
     Returns:
-        ``[{"params", "lr_scale", "no_decay"}]``.
+        ``(layers, layer_of_parameter_name)``.
     """
     head = head_parameter_names(model)
     keys: list[str] = []
     key_of: dict[str, str] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
+    for name, _ in model.named_parameters():
         parts = name.split(".")
         key = "head" if name in head else ".".join(parts[:2] if len(parts) > 2 else parts[:1])
         key_of[name] = key
         if key != "head" and key not in keys:
             keys.append(key)
+    return keys, key_of
+
+
+def layer_decay_groups(model: nn.Module, decay: float) -> list[dict[str, Any]]:
+    """Parameter groups whose ``lr_scale`` shrinks by ``decay`` per layer (:func:`layer_keys`) from the head backwards.
+
+    The head gets scale 1. Groups also split weight-decayed weights from biases and norm
+    parameters (``no_decay``); frozen parameters are left out.
+
+    Returns:
+        ``[{"params", "lr_scale", "no_decay"}]``.
+    """
+    all_keys, key_of = layer_keys(model)
+    trainable = {key_of[n] for n, p in model.named_parameters() if p.requires_grad}
+    keys = [k for k in all_keys if k in trainable]
     depth = {k: i for i, k in enumerate(keys)}
     groups: dict[tuple[str, bool], dict[str, Any]] = {}
     for name, p in model.named_parameters():
-        if name not in key_of:
+        if not p.requires_grad:
             continue
         key = key_of[name]
         scale = 1.0 if key == "head" else decay ** (len(keys) - depth[key])
         g = groups.setdefault((key, p.ndim <= 1), {"params": [], "lr_scale": scale, "no_decay": p.ndim <= 1})
         g["params"].append(p)
     return list(groups.values())
+
+
+def gradual_unfreeze(model: nn.Module, epoch: int, every: float) -> list[str]:
+    """Gradual unfreezing (Howard and Ruder 2018): set which layers train in ``epoch`` (0-based).
+
+    The head trains from the start; one more layer, from the top down, joins every ``every``
+    epochs, until all train. The optimiser holds every parameter from the start (frozen ones have no
+    gradient, so it leaves them untouched). Call before each epoch; resuming gives the same state.
+
+    Returns:
+        The layers (:func:`layer_keys`) frozen in this epoch, input side first.
+    """
+    keys, key_of = layer_keys(model)
+    n_open = min(len(keys), int(epoch // max(every, 1e-9)))
+    frozen = keys[: len(keys) - n_open]
+    for name, p in model.named_parameters():
+        p.requires_grad_(key_of[name] not in frozen)
+    return frozen
