@@ -1,10 +1,14 @@
-"""Ablation benchmark: the effect of augmentation, imbalance and mixing options against a no-augmentation baseline.
+"""Ablation benchmark: augmentation, class-imbalance and transfer options against a no-augmentation baseline.
 
 Each variant is the ``default`` recipe with a few keys overridden (see :data:`VARIANTS`), trained
-through the CLI on each dataset for each seed; test AUC/ACC mean and sd and training minutes go
-into ``BENCHMARKS.md`` (between the ``ablation`` markers) and ``bench/results/ablation.json``.
-Results are saved after every run, so an interrupted benchmark keeps what it measured, and runs
-already recorded are skipped (``--force`` repeats them).
+through the CLI on each dataset for each seed; test AUC/ACC mean and sd, parameters and training
+minutes go into ``BENCHMARKS.md`` (between the ``ablation`` markers) and
+``bench/results/ablation.json``. Results are saved after every run, so an interrupted benchmark
+keeps what it measured, and runs already recorded are skipped (``--force`` repeats them).
+
+Transfer variants start from a source run: the default model trained on MedNIST (six classes of
+radiology images, resized to 28 px) for ``--source-epochs`` epochs, made once and reused
+(medical-to-medical transfer; ImageNet weights need a download this benchmark does not assume).
 
 Usage:
     python bench/ablation.py [--datasets breastmnist pneumoniamnist] [--variants none default ...] [--seeds 0 1 2]
@@ -31,6 +35,7 @@ from benchmd import update_section  # noqa: E402
 from medclass.cli import main as cli_main  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ablation.json"
+SOURCE = "<source run>"
 _NO_AUG = {"augment": {"enabled": False}, "optim": {"class_weight": None}}
 VARIANTS: dict[str, tuple[str, dict]] = {
     "none": ("no augmentation, plain cross-entropy (baseline)", _NO_AUG),
@@ -58,13 +63,52 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         {"optim": {"logit_adjust": 1.0, "class_weight": None}},
     ),
     "tta": ("default + test-time augmentation (shift)", {"eval": {"tta": ["shift"]}}),
+    "clahe": ("default + CLAHE preprocessing (clip 2, 2x2 regions)", {"data": {"equalize": "clahe", "clahe_tiles": 2}}),
+    "finetune": ("transfer from MedNIST: full fine-tune", {"model": {"init_from": SOURCE}}),
+    "probe": ("transfer from MedNIST: linear probe", {"model": {"init_from": SOURCE, "freeze": "backbone"}}),
+    "gradual": (
+        "transfer from MedNIST: gradual unfreezing (a layer every 2 epochs)",
+        {"model": {"init_from": SOURCE, "freeze": "gradual", "unfreeze_every": 2}},
+    ),
+    "layer_decay": (
+        "transfer from MedNIST: layer-wise lr decay 0.5",
+        {"model": {"init_from": SOURCE}, "optim": {"layer_decay": 0.5}},
+    ),
+    "truncate": (
+        "transfer from MedNIST: last stage truncated, fine-tuned",
+        {"model": {"init_from": SOURCE, "truncate": 1}},
+    ),
 }
 
 
-def run_one(dataset: str, variant: str, seed: int, out_root: Path) -> dict:
+def source_run(out_root: Path, spec: str, epochs: int) -> Path:
+    """The MedNIST run transfer variants start from; trained once (28 px, default recipe)."""
+    out = out_root / f"source-mednist-e{epochs}"
+    if (out / "model.safetensors").is_file() and (out / "metrics.json").is_file():
+        return out
+    code = cli_main(
+        ["train", "--data", spec, "--recipe", "default", "--image-size", "28", "--epochs", str(epochs)]
+        + ["--out", str(out), "--quiet"]
+    )
+    if code != 0:
+        raise SystemExit(f"source run on {spec} failed with exit code {code}")
+    return out
+
+
+def _resolve(overrides: dict, source: Path | None) -> dict:
+    """``overrides`` with the :data:`SOURCE` placeholder replaced by the source run's folder."""
+    model = overrides.get("model", {})
+    if model.get("init_from") != SOURCE:
+        return overrides
+    if source is None:
+        raise SystemExit("transfer variants need a source run (--source)")
+    return {**overrides, "model": {**model, "init_from": str(source)}}
+
+
+def run_one(dataset: str, variant: str, seed: int, out_root: Path, source: Path | None = None) -> dict:
     out = out_root / f"{dataset}-{variant}-s{seed}"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-        yaml.safe_dump(VARIANTS[variant][1], fh)
+        yaml.safe_dump(_resolve(VARIANTS[variant][1], source), fh)
     try:
         code = cli_main(
             ["train", "--data", dataset, "--recipe", "default", "--config", fh.name, "--seed", str(seed)]
@@ -78,7 +122,10 @@ def run_one(dataset: str, variant: str, seed: int, out_root: Path) -> dict:
     hist = (out / "history.csv").read_text().splitlines()
     col = hist[0].split(",").index("seconds")
     minutes = sum(float(r.split(",")[col]) for r in hist[1:]) / 60
-    return {"auc": test["auc"], "acc": test["acc"], "minutes": minutes}
+    from medclass.predict import Predictor
+
+    params = sum(p.numel() for p in Predictor.from_checkpoint(out).model.parameters())
+    return {"auc": test["auc"], "acc": test["acc"], "minutes": minutes, "params": params}
 
 
 def _ms(values: list[float]) -> str:
@@ -87,21 +134,26 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def _params(runs: list[dict]) -> str:
+    counts = {r["params"] for r in runs if "params" in r}
+    return f"{counts.pop():,}" if len(counts) == 1 else "-"
+
+
 def render(results: dict, command: str) -> str:
     lines = [
         f"Command: `{command}` ({platform.processor() or platform.machine()}, {os.cpu_count()} cores); "
         "test split, mean ± sd over seeds; each variant is the `default` recipe with the keys in "
         "`bench/ablation.py` changed.",
         "",
-        "| dataset | variant | seeds | test AUC | test ACC | train min |",
-        "|---|---|---|---|---|---|",
+        "| dataset | variant | seeds | test AUC | test ACC | params | train min |",
+        "|---|---|---|---|---|---|---|",
     ]
     for dataset, variants in results.items():
         for variant, runs in variants.items():
             rs = list(runs.values())
             lines.append(
                 f"| {dataset} | {VARIANTS[variant][0]} | {len(rs)} | {_ms([r['auc'] for r in rs])} | "
-                f"{_ms([r['acc'] for r in rs])} | {statistics.mean(r['minutes'] for r in rs):.1f} |"
+                f"{_ms([r['acc'] for r in rs])} | {_params(rs)} | {statistics.mean(r['minutes'] for r in rs):.1f} |"
             )
     return "\n".join(lines + [""])
 
@@ -113,6 +165,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-ablation"))
     ap.add_argument("--force", action="store_true", help="repeat runs already recorded")
+    ap.add_argument("--source", default=str(ROOT.parent / "shared" / "data" / "mednist"), help="source data")
+    ap.add_argument("--source-epochs", type=int, default=2, help="epochs of the MedNIST source run")
     args = ap.parse_args()
     command = "python bench/ablation.py " + " ".join(sys.argv[1:])
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -124,7 +178,9 @@ def main() -> None:
                 if str(seed) in runs and not args.force:
                     continue
                 t0 = time.perf_counter()
-                runs[str(seed)] = run_one(dataset, variant, seed, Path(args.out))
+                needs_source = VARIANTS[variant][1].get("model", {}).get("init_from") == SOURCE
+                source = source_run(Path(args.out), args.source, args.source_epochs) if needs_source else None
+                runs[str(seed)] = run_one(dataset, variant, seed, Path(args.out), source)
                 print(f"{dataset} {variant} seed {seed}: {runs[str(seed)]} ({(time.perf_counter() - t0) / 60:.1f} min)")
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
                 RESULTS.write_text(json.dumps({"results": results, "command": command.strip()}, indent=2))
