@@ -183,16 +183,20 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """How the operating point and confidence intervals are computed, and test-time augmentation.
+    """How the operating point, calibration and confidence intervals are computed, and test-time augmentation.
 
-    ``tta`` lists views whose probabilities are averaged with the original's at evaluation and
-    prediction (``hflip``, ``vflip``, ``shift``); it is stored in the checkpoint.
+    ``tta`` lists views whose logits are averaged with the original's at evaluation and
+    prediction (``hflip``, ``vflip``, ``shift``). ``calibration`` is fitted on the validation split
+    after training: ``temperature`` (the default: one temperature, decisions unchanged),
+    ``vector`` (per-class scale and bias, multi-class only) or ``none``. Both are stored in the
+    checkpoint and applied by ``evaluate`` and ``predict``.
     """
 
     operating_point: str = "youden"
     target_sensitivity: float = 0.95
     n_bootstrap: int = 1000
     tta: list[str] = field(default_factory=list)
+    calibration: str = "temperature"
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,11 @@ import numpy as np
 from torch import nn
 
 from medclass.data.dataset import Dataset
+from medclass.metrics.calibration import calibration_summary, reliability_curve
 from medclass.metrics.report import choose_threshold, curves, evaluate_predictions
-from medclass.train.loop import predict_probs
+from medclass.tasks import logits_to_probs
+from medclass.train.loop import predict_logits
+from medclass.trust.scaling import apply_calibration, fit_calibration
 from medclass.utils.files import write_json
 
 # MedMNIST v2 test AUC/ACC (Yang et al., Sci Data 2023), for printing beside our results.
@@ -91,17 +95,17 @@ def evaluate_model(
     Returns:
         ``(metrics, curves, probs)``: the metrics.json dict, plot curves per split, probabilities per split.
     """
-    task, prep = meta["task"], meta["preprocessing"]
-    probs = {s: predict_probs(model, dataset.splits[s].images, task, prep, batch_size) for s in splits}
+    task, prep, calibration = meta["task"], meta["preprocessing"], meta.get("calibration")
+    wanted = tuple(splits) + (("val",) if threshold is None and "val" in dataset.splits and "val" not in splits else ())
+    logits = {s: predict_logits(model, dataset.splits[s].images, prep, batch_size) for s in wanted}
+    raw = {s: logits_to_probs(z, task).numpy() for s, z in logits.items()}
+    probs = {s: logits_to_probs(apply_calibration(z, calibration), task).numpy() for s, z in logits.items()}
     if threshold is None and task in ("binary", "multilabel") and "val" in dataset.splits:
         op = meta.get("operating_point") or {}
-        val_probs = probs.get("val")
-        if val_probs is None:
-            val_probs = predict_probs(model, dataset.splits["val"].images, task, prep, batch_size)
         method = op.get("method", "youden")
         threshold = choose_threshold(
             dataset.splits["val"].labels,
-            val_probs,
+            probs["val"],
             task=task,
             method=method,
             target_sensitivity=op.get("target_sensitivity") if method == "sensitivity" else None,
@@ -127,9 +131,41 @@ def evaluate_model(
             n_bootstrap=n_bootstrap,
             seed=seed,
         )
+        metrics["splits"][s]["calibration"] = _calibration_entry(split.labels, raw[s], probs[s], task, calibration)
         plot[s] = _report_curves(curves(split.labels, probs[s], task=task, label_names=meta["label_names"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a split without labels: nan, already warned about
+            plot[s]["reliability"] = {
+                k: {key: v.tolist() for key, v in reliability_curve(split.labels, p, task=task).items()}
+                for k, p in (("before", raw[s]), ("after", probs[s]))
+            }
     metrics["threshold"] = threshold
-    return metrics, plot, probs
+    return metrics, plot, {s: probs[s] for s in splits}
+
+
+def _calibration_entry(
+    labels: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, task: str, calibration: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``metrics.json``'s calibration figures of one split: after the stored calibration, and before it."""
+    entry: dict[str, Any] = {"method": (calibration or {}).get("method", "none")}
+    if calibration and calibration["method"] == "temperature":
+        entry["temperature"] = calibration["temperature"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a split without labels: nan, already warned about
+        entry.update(calibration_summary(labels, calibrated, task=task))
+        entry["uncalibrated"] = calibration_summary(labels, raw, task=task)
+    return entry
+
+
+def fit_val_calibration(
+    model: nn.Module, meta: dict[str, Any], dataset: Dataset, method: str, *, batch_size: int = 512
+) -> dict[str, Any] | None:
+    """Fit ``method`` (temperature or vector scaling) on the validation split's logits; the checkpoint's entry."""
+    if method == "none" or "val" not in dataset.splits or len(dataset.splits["val"]) == 0:
+        return None
+    val = dataset.splits["val"]
+    logits = predict_logits(model, val.images, meta["preprocessing"], batch_size)
+    return fit_calibration(logits.numpy(), val.labels, meta["task"], method)
 
 
 def write_evaluation(

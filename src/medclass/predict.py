@@ -53,6 +53,7 @@ class Predictor:
         self.label_names: list[str] = list(meta["label_names"])
         self.prep: dict[str, Any] = meta["preprocessing"]
         self.threshold = meta.get("threshold")
+        self.calibration: dict[str, Any] | None = meta.get("calibration")
         self.batch_size = batch_size
 
     @classmethod
@@ -110,7 +111,7 @@ class Predictor:
     def predict_array(self, images: np.ndarray, *, where: str = "input") -> tuple[np.ndarray, np.ndarray]:
         """``(probs (N, K), labels)`` for an image array."""
         x = self.prepare(images, where=where)
-        probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size)
+        probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration)
         return probs, self.decide(probs)
 
     def predict_paths(self, inputs: Sequence[str | Path]) -> Prediction:
@@ -124,7 +125,7 @@ class Predictor:
         if not arrays:
             raise DataError(f"no images found in {', '.join(map(str, inputs))}")
         x = torch.cat(arrays)
-        probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size)
+        probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration)
         return Prediction(probs, self.decide(probs), sources)
 
 

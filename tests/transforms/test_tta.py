@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from medclass.models import create_model
-from medclass.train.loop import predict_probs
+from medclass.train.loop import predict_logits, predict_probs
 from medclass.transforms.tta import tta_views
 
 
@@ -31,16 +31,18 @@ def test_views_are_exact():
         tta_views(x, ["rot90"])
 
 
-def test_predict_probs_averages_the_views():
+def test_predictions_average_the_views_logits():
     torch.manual_seed(0)
     model = create_model("smallcnn", in_chans=1, num_classes=3).eval()
     images = torch.randint(0, 255, (5, 1, 12, 12), dtype=torch.uint8)
     prep = {"scale": 1 / 255, "mean": [0.5], "std": [0.5]}
-    plain = predict_probs(model, images, "multiclass", prep)
-    flipped = predict_probs(model, images.flip(-1), "multiclass", prep)
-    both = predict_probs(model, images, "multiclass", {**prep, "tta": ["hflip"]})
-    assert np.allclose(both, (plain + flipped) / 2, atol=1e-6)
-    assert np.allclose(both.sum(1), 1, atol=1e-6)
+    plain = predict_logits(model, images, prep)
+    flipped = predict_logits(model, images.flip(-1), prep)
+    both = predict_logits(model, images, {**prep, "tta": ["hflip"]})
+    assert torch.allclose(both, (plain + flipped) / 2, atol=1e-6)
+    probs = predict_probs(model, images, "multiclass", {**prep, "tta": ["hflip"]})
+    assert np.allclose(probs, torch.softmax(both, 1).numpy(), atol=1e-6)
+    assert np.allclose(probs.sum(1), 1, atol=1e-6)
 
 
 def test_tta_is_stored_and_used_by_predict(tmp_path, make_npz, run_cli, fast_config):

@@ -256,6 +256,36 @@ def _curve_charts(split_curves: Mapping[str, Any], per_class: Sequence[Mapping[s
     return charts
 
 
+def _reliability_chart(split_curves: Mapping[str, Any], s: Mapping[str, Any], split: str) -> str:
+    """Reliability diagram: observed frequency against confidence, before and after calibration."""
+    rel = split_curves.get("reliability")
+    cal = s.get("calibration")
+    if not isinstance(rel, Mapping) or not isinstance(cal, Mapping):
+        return ""
+    before = cal.get("uncalibrated") if isinstance(cal.get("uncalibrated"), Mapping) else {}
+    names = {
+        "before": f"before (ECE {fmt(before.get('ece'))})",
+        "after": f"{cal.get('method')} (ECE {fmt(cal.get('ece'))})",
+    }
+    series = [
+        (names[k], list(pts.get("confidence") or []), list(pts.get("frequency") or []))
+        for k, pts in rel.items()
+        if isinstance(pts, Mapping) and k in names and (k == "before" or cal.get("method") != "none")
+    ]
+    if not series:
+        return ""
+    svg = line_chart(
+        series,
+        title=f"Reliability \u2014 {_split_title(split).lower()}",
+        xlabel="Confidence",
+        ylabel="Observed frequency",
+        xlim=(0.0, 1.0),
+        ylim=(0.0, 1.0),
+        diagonal=True,
+    )
+    return f"<figure>{svg}</figure>"
+
+
 def _confusion(s: Mapping[str, Any], labels: Sequence[str], task: str, split: str) -> str:
     cm = s.get("confusion_matrix")
     if not isinstance(cm, Sequence) or not cm:
@@ -313,12 +343,20 @@ def _split_section(name: str, s: Mapping[str, Any], metrics: Mapping[str, Any], 
     ]
     if "quadratic_kappa" in s:
         facts.append(f"quadratic \u03ba {fmt(s.get('quadratic_kappa'))}")
+    cal = s.get("calibration")
+    if isinstance(cal, Mapping) and isinstance(cal.get("uncalibrated"), Mapping):
+        how = f"temperature {fmt(cal.get('temperature'), 2)}" if "temperature" in cal else str(cal.get("method"))
+        facts.append(f"ECE {fmt(cal['uncalibrated'].get('ece'))} \u2192 {fmt(cal.get('ece'))} ({how})")
+        facts.append(f"Brier {fmt(cal['uncalibrated'].get('brier'))} \u2192 {fmt(cal.get('brier'))}")
     meta = "".join(f"<span>{_e(f)}</span>" for f in facts)
     split_curves = curves.get(name) if isinstance(curves, Mapping) else None
     figs = _curve_charts(split_curves, per_class, name) if isinstance(split_curves, Mapping) else []
     cm = _confusion(s, labels, task, name)
     if cm:
         figs.append(cm)
+    rel = _reliability_chart(split_curves, s, name) if isinstance(split_curves, Mapping) else ""
+    if rel:
+        figs.append(rel)
     figs_html = f'<div class="figs">{"".join(figs)}</div>' if figs else ""
     return (
         f"<section><h2>{_e(_split_title(name))} split</h2>"

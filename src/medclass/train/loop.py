@@ -32,6 +32,7 @@ from medclass.transforms import Compose, build_augment
 from medclass.transforms.histogram import apply_equalize, equalize_options
 from medclass.transforms.mixing import Mixer
 from medclass.transforms.tta import check_views, tta_views
+from medclass.trust.scaling import apply_calibration
 from medclass.utils.files import remove_stale_temps, write_text
 from medclass.utils.seed import seed_everything
 
@@ -157,30 +158,46 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, prep: dict[str, Any], batch_size: int = 512) -> torch.Tensor:
-    """Logits ``(N, outputs)`` for a ``uint8`` image stack, in evaluation mode."""
-    model.eval()
-    outs = [model(to_input(images[i : i + batch_size], prep)).float() for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(outs) if outs else torch.zeros(0)
+    """Logits ``(N, outputs)`` for a ``uint8`` image stack, in evaluation mode.
 
-
-@torch.inference_mode()
-def predict_probs(
-    model: nn.Module, images: torch.Tensor, task: str, prep: dict[str, Any], batch_size: int = 512
-) -> np.ndarray:
-    """Probabilities ``(N, K)`` (K = 2 for binary) for a ``uint8`` image stack.
-
-    With ``prep["tta"]`` (test-time augmentation views), the mean of the views' probabilities.
+    With ``prep["tta"]`` (test-time augmentation views), the mean of the views' logits.
     """
-    views = prep.get("tta") or []
-    if not views:
-        return logits_to_probs(predict_logits(model, images, prep, batch_size), task).numpy()
     model.eval()
+    views = prep.get("tta") or []
     outs = []
     for i in range(0, images.shape[0], batch_size):
         x = to_input(images[i : i + batch_size], prep)
-        probs = [logits_to_probs(model(v).float(), task) for v in tta_views(x, views)]
-        outs.append(torch.stack(probs).mean(0))
-    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), dtype=np.float32)
+        if views:
+            outs.append(torch.stack([model(v).float() for v in tta_views(x, views)]).mean(0))
+        else:
+            outs.append(model(x).float())
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def predict_probs(
+    model: nn.Module,
+    images: torch.Tensor,
+    task: str,
+    prep: dict[str, Any],
+    batch_size: int = 512,
+    *,
+    calibration: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """Probabilities ``(N, K)`` (K = 2 for binary) for a ``uint8`` image stack.
+
+    Args:
+        model: The network.
+        images: ``uint8`` ``(N, C, ...)``.
+        task: Task type.
+        prep: The checkpoint's preprocessing (with optional ``tta`` views).
+        batch_size: Inference batch size.
+        calibration: The checkpoint's fitted calibration (temperature or vector scaling), applied
+            to the logits; ``None`` leaves them as they are.
+    """
+    logits = predict_logits(model, images, prep, batch_size)
+    if logits.numel() == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    return logits_to_probs(apply_calibration(logits, calibration), task).numpy()
 
 
 def _fmt_row(row: dict[str, Any]) -> str:

@@ -1,0 +1,2 @@
+"""Trustworthy outputs: calibrated probabilities (temperature and vector scaling), conformal prediction sets
+and referral of uncertain cases."""
