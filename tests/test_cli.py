@@ -149,11 +149,12 @@ def test_evaluate_default_output_folder(binary_run, run_cli, tmp_path):
 def _check_predictions(text: str, n: int) -> list[dict[str, str]]:
     rows = _read_csv(text)
     assert len(rows) == n
-    assert list(rows[0]) == ["source", "prob_0", "prob_1", "label"]
+    assert list(rows[0]) == ["source", "prob_0", "prob_1", "label", "set", "refer"]
     for r in rows:
         p0, p1 = float(r["prob_0"]), float(r["prob_1"])
         assert 0 <= p1 <= 1 and abs(p0 + p1 - 1) < 1e-5
         assert r["label"] in ("0", "1")
+        assert set(filter(None, r["set"].split(";"))) <= {"0", "1"} and r["refer"] in ("0", "1")
     return rows
 
 

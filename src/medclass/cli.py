@@ -100,7 +100,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from medclass.checkpoint import load_model, save_model
     from medclass.config import build_config
     from medclass.data.sources import load_dataset
-    from medclass.evaluate import evaluate_model, fit_val_calibration, read_history, write_evaluation
+    from medclass.evaluate import (
+        evaluate_model,
+        fit_referral,
+        fit_val_calibration,
+        read_history,
+        trust_metrics,
+        write_evaluation,
+    )
     from medclass.train.loop import fit, resume_config
 
     if args.resume:
@@ -130,8 +137,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     minutes = (time.perf_counter() - t0) / 60
     model, meta = load_model(out)
     meta["calibration"] = fit_val_calibration(model, meta, dataset, cfg.eval.calibration)
-    metrics, plot, _ = evaluate_model(model, meta, dataset, n_bootstrap=cfg.eval.n_bootstrap, seed=cfg.train.seed)
+    metrics, plot, probs = evaluate_model(model, meta, dataset, n_bootstrap=cfg.eval.n_bootstrap, seed=cfg.train.seed)
     meta["threshold"] = metrics["threshold"]
+    e = cfg.eval
+    val = dataset.splits["val"]
+    meta.update(fit_referral(meta, val.labels, probs["val"], alpha=e.alpha, target_sensitivity=e.referral_sensitivity))
+    for name, split_probs in probs.items():
+        metrics["splits"][name].update(trust_metrics(meta, dataset.splits[name].labels, split_probs))
     save_model(out, model, {k: v for k, v in meta.items() if k != "format_version"})
     write_evaluation(
         out,
@@ -188,18 +200,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medclass.utils.files import write_text
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
-    pred = predictor.predict_paths(args.inputs)
+    try:
+        pred = predictor.predict_paths(args.inputs, alpha=args.alpha)
+    except ValueError as err:  # an alpha below the stored levels
+        raise MedclassError(f"--alpha: {err}") from None
     names = predictor.label_names
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["source", *[f"prob_{n}" for n in names], "label"])
-    for src, p, lab in zip(pred.sources, pred.probs, pred.labels, strict=True):
+    extra = ["set", "refer"] if pred.sets is not None else []
+    writer.writerow(["source", *[f"prob_{n}" for n in names], "label", *extra])
+    for i, (src, p, lab) in enumerate(zip(pred.sources, pred.probs, pred.labels, strict=True)):
         label = (
             ";".join(n for n, v in zip(names, lab, strict=True) if v)
             if predictor.task == "multilabel"
             else names[int(lab)]
         )
-        writer.writerow([src, *[f"{v:.6f}" for v in p], label])
+        row = [src, *[f"{v:.6f}" for v in p], label]
+        if pred.sets is not None and pred.refer is not None:
+            row += [";".join(n for n, v in zip(names, pred.sets[i], strict=True) if v), int(pred.refer[i])]
+        writer.writerow(row)
     if args.out:
         write_text(args.out, buf.getvalue())
         print(f"wrote {len(pred.sources)} predictions to {args.out}", file=sys.stderr)
@@ -248,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True, help="run folder")
     pr.add_argument("inputs", nargs="+")
     pr.add_argument("--out", help="CSV file (default: standard output)")
+    pr.add_argument(
+        "--alpha", type=float, help="miss rate of the conformal prediction sets (default: the checkpoint's, 0.1)"
+    )
     pr.set_defaults(func=cmd_predict)
 
     from medclass.cli_data import add_data_commands

@@ -190,6 +190,12 @@ class EvalConfig:
     after training: ``temperature`` (the default: one temperature, decisions unchanged),
     ``vector`` (per-class scale and bias, multi-class only) or ``none``. Both are stored in the
     checkpoint and applied by ``evaluate`` and ``predict``.
+
+    Referral: conformal prediction sets (APS) are calibrated on validation for every ``alpha``
+    from 0.01 to 0.30; ``alpha`` is the level ``predict`` reports. Binary models also store the
+    smallest decision certainty to accept so that sensitivity on the accepted validation cases
+    stays at or above ``referral_sensitivity``; other cases are flagged "refer". Multi-class
+    cases are referred when their prediction set is not a single class.
     """
 
     operating_point: str = "youden"
@@ -197,6 +203,8 @@ class EvalConfig:
     n_bootstrap: int = 1000
     tta: list[str] = field(default_factory=list)
     calibration: str = "temperature"
+    alpha: float = 0.1
+    referral_sensitivity: float = 0.95
 
 
 @dataclass

@@ -132,6 +132,7 @@ def evaluate_model(
             seed=seed,
         )
         metrics["splits"][s]["calibration"] = _calibration_entry(split.labels, raw[s], probs[s], task, calibration)
+        metrics["splits"][s].update(trust_metrics(meta, split.labels, probs[s]))
         plot[s] = _report_curves(curves(split.labels, probs[s], task=task, label_names=meta["label_names"]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a split without labels: nan, already warned about
@@ -196,3 +197,78 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         return [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def fit_referral(
+    meta: dict[str, Any], val_labels: np.ndarray, val_probs: np.ndarray, *, alpha: float, target_sensitivity: float
+) -> dict[str, Any]:
+    """Conformal thresholds and (binary) the referral cut, fitted on validation; entries for ``model.json``.
+
+    Returns ``{}`` for multi-label tasks, which have neither.
+    """
+    from medclass.trust.conformal import fit_conformal
+    from medclass.trust.selective import referral_cut
+
+    task = meta["task"]
+    if task == "multilabel" or len(val_labels) == 0:
+        return {}
+    entries: dict[str, Any] = {"conformal": fit_conformal(val_probs, val_labels)}
+    referral: dict[str, Any] = {"alpha": alpha}
+    if task == "binary":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = 0.5 if meta.get("threshold") is None else float(meta["threshold"])
+            cut = referral_cut(val_labels, val_probs, threshold=t, target_sensitivity=target_sensitivity)
+        referral.update(target_sensitivity=target_sensitivity, cut=cut["cut"] if math.isfinite(cut["cut"]) else None)
+    entries["referral"] = referral
+    return entries
+
+
+def referral_flags(meta: dict[str, Any], probs: np.ndarray, *, alpha: float | None = None) -> tuple[Any, Any]:
+    """``(sets (N, K) bool, refer (N,) bool)`` for calibrated ``probs`` from a checkpoint's stored entries.
+
+    ``(None, None)`` when the checkpoint has no conformal thresholds (multi-label, or older runs).
+    Binary cases are referred when their certainty is below the stored cut; multi-class cases when
+    their prediction set is not a single class.
+    """
+    from medclass.trust.conformal import prediction_sets, threshold_for
+    from medclass.trust.selective import certainty
+
+    conformal, referral = meta.get("conformal"), meta.get("referral") or {}
+    if not conformal:
+        return None, None
+    level = alpha if alpha is not None else float(referral.get("alpha", 0.1))
+    sets = prediction_sets(probs, threshold_for(conformal, level), lam=conformal["lam"], k_reg=conformal["k_reg"])
+    if meta["task"] == "binary":
+        cut = referral.get("cut")
+        t = 0.5 if meta.get("threshold") is None else float(meta["threshold"])
+        refer = certainty(probs, "binary", t) < (math.inf if cut is None else float(cut))
+    else:
+        refer = sets.sum(1) != 1
+    return sets, refer
+
+
+def trust_metrics(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Conformal coverage at alpha 0.1 and 0.05, the risk-coverage area and the referral figures of one split."""
+    from medclass.trust.conformal import prediction_sets, set_metrics, threshold_for
+    from medclass.trust.selective import referral_summary, risk_coverage_curve
+
+    conformal = meta.get("conformal")
+    if not conformal:
+        return {}
+    out: dict[str, Any] = {"conformal": {}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for alpha in (0.1, 0.05):
+            sets = prediction_sets(
+                probs, threshold_for(conformal, alpha), lam=conformal["lam"], k_reg=conformal["k_reg"]
+            )
+            out["conformal"][str(alpha)] = set_metrics(sets, labels)
+        t = None if meta.get("threshold") is None else float(meta["threshold"])
+        out["aurc"] = risk_coverage_curve(labels, probs, task=meta["task"], threshold=t)["aurc"]
+        referral = meta.get("referral") or {}
+        if meta["task"] == "binary" and "target_sensitivity" in referral:
+            cut = referral.get("cut")
+            summary = referral_summary(labels, probs, math.inf if cut is None else cut, threshold=t or 0.5)
+            out["referral"] = {"target_sensitivity": referral["target_sensitivity"], **summary}
+    return out

@@ -30,11 +30,17 @@ class Prediction:
         probs: ``(N, K)`` class probabilities (binary: ``[P(negative), P(positive)]``).
         labels: ``(N,)`` predicted class index, or ``(N, L)`` 0/1 for multi-label, at the operating threshold.
         sources: ``(N,)`` where each image came from (file name, or ``file[index]`` for arrays).
+        sets: ``(N, K)`` conformal prediction-set membership at the checkpoint's ``alpha``, or ``None``
+            (multi-label, or a checkpoint without conformal thresholds).
+        refer: ``(N,)`` True where the case should go to a radiologist (see
+            :func:`medclass.evaluate.referral_flags`), or ``None``.
     """
 
     probs: np.ndarray
     labels: np.ndarray
     sources: list[str]
+    sets: np.ndarray | None = None
+    refer: np.ndarray | None = None
 
 
 class Predictor:
@@ -108,14 +114,23 @@ class Predictor:
             return (probs >= t).astype(np.int64)
         return probs.argmax(1)
 
+    def referral(self, probs: np.ndarray, *, alpha: float | None = None) -> tuple[Any, Any]:
+        """``(sets, refer)`` for calibrated probabilities (``(None, None)`` when the checkpoint has no thresholds)."""
+        from medclass.evaluate import referral_flags
+
+        return referral_flags(self.meta, probs, alpha=alpha)
+
     def predict_array(self, images: np.ndarray, *, where: str = "input") -> tuple[np.ndarray, np.ndarray]:
         """``(probs (N, K), labels)`` for an image array."""
         x = self.prepare(images, where=where)
         probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration)
         return probs, self.decide(probs)
 
-    def predict_paths(self, inputs: Sequence[str | Path]) -> Prediction:
-        """Predict for image files, folders of images, ``.npy`` arrays and ``.npz`` files."""
+    def predict_paths(self, inputs: Sequence[str | Path], *, alpha: float | None = None) -> Prediction:
+        """Predict for image files, folders of images, ``.npy`` arrays and ``.npz`` files.
+
+        ``alpha`` overrides the checkpoint's level for the conformal prediction sets.
+        """
         arrays, sources = [], []
         for item in inputs:
             for arr, name in _read_input(Path(item), self.prep.get("decode", {})):
@@ -126,7 +141,8 @@ class Predictor:
             raise DataError(f"no images found in {', '.join(map(str, inputs))}")
         x = torch.cat(arrays)
         probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration)
-        return Prediction(probs, self.decide(probs), sources)
+        sets, refer = self.referral(probs, alpha=alpha)
+        return Prediction(probs, self.decide(probs), sources, sets, refer)
 
 
 def _read_input(path: Path, decode: dict[str, Any]) -> Iterator[tuple[np.ndarray, str]]:

@@ -65,7 +65,7 @@ def test_train_multiclass_rgb_file_not_in_catalog(tmp_path, make_npz, train_cli,
     res = run_cli("predict", "--checkpoint", run, data)
     assert res.code == 0, res.err
     header = res.out.splitlines()[0]
-    assert header == "source,prob_0,prob_1,prob_2,label"
+    assert header == "source,prob_0,prob_1,prob_2,label,set,refer"
     assert len(res.out.splitlines()) == 1 + 24
 
 

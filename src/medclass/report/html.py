@@ -348,6 +348,17 @@ def _split_section(name: str, s: Mapping[str, Any], metrics: Mapping[str, Any], 
         how = f"temperature {fmt(cal.get('temperature'), 2)}" if "temperature" in cal else str(cal.get("method"))
         facts.append(f"ECE {fmt(cal['uncalibrated'].get('ece'))} \u2192 {fmt(cal.get('ece'))} ({how})")
         facts.append(f"Brier {fmt(cal['uncalibrated'].get('brier'))} \u2192 {fmt(cal.get('brier'))}")
+    sets = (s.get("conformal") or {}).get("0.1")
+    if isinstance(sets, Mapping):
+        facts.append(
+            f"90% prediction sets: coverage {fmt(sets.get('coverage'))}, mean size {fmt(sets.get('mean_size'), 2)}"
+        )
+    ref = s.get("referral")
+    if isinstance(ref, Mapping):
+        facts.append(
+            f"referral: {fmt(ref.get('coverage'))} of cases accepted, sensitivity {fmt(ref.get('sensitivity'))} "
+            f"on them (target {fmt(ref.get('target_sensitivity'), 2)})"
+        )
     meta = "".join(f"<span>{_e(f)}</span>" for f in facts)
     split_curves = curves.get(name) if isinstance(curves, Mapping) else None
     figs = _curve_charts(split_curves, per_class, name) if isinstance(split_curves, Mapping) else []
