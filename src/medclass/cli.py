@@ -100,14 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from medclass.checkpoint import load_model, save_model
     from medclass.config import build_config
     from medclass.data.sources import load_dataset
-    from medclass.evaluate import (
-        evaluate_model,
-        fit_referral,
-        fit_val_calibration,
-        read_history,
-        trust_metrics,
-        write_evaluation,
-    )
+    from medclass.evaluate import fit_post_training, read_history, write_evaluation
     from medclass.train.loop import fit, resume_config
 
     if args.resume:
@@ -136,14 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     history = fit(cfg, dataset, out, resume=args.resume, progress=not args.quiet)
     minutes = (time.perf_counter() - t0) / 60
     model, meta = load_model(out)
-    meta["calibration"] = fit_val_calibration(model, meta, dataset, cfg.eval.calibration)
-    metrics, plot, probs = evaluate_model(model, meta, dataset, n_bootstrap=cfg.eval.n_bootstrap, seed=cfg.train.seed)
-    meta["threshold"] = metrics["threshold"]
-    e = cfg.eval
-    val = dataset.splits["val"]
-    meta.update(fit_referral(meta, val.labels, probs["val"], alpha=e.alpha, target_sensitivity=e.referral_sensitivity))
-    for name, split_probs in probs.items():
-        metrics["splits"][name].update(trust_metrics(meta, dataset.splits[name].labels, split_probs))
+    metrics, plot = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)
     save_model(out, model, {k: v for k, v in meta.items() if k != "format_version"})
     write_evaluation(
         out,

@@ -272,3 +272,29 @@ def trust_metrics(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray) -
             summary = referral_summary(labels, probs, math.inf if cut is None else cut, threshold=t or 0.5)
             out["referral"] = {"target_sensitivity": referral["target_sensitivity"], **summary}
     return out
+
+
+def fit_post_training(
+    model: nn.Module, meta: dict[str, Any], dataset: Dataset, eval_cfg: Any, *, seed: int = 0
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Everything fitted on validation after training, then the evaluation of every split.
+
+    In order: calibration (``eval_cfg.calibration``), the operating threshold (on calibrated
+    probabilities), conformal thresholds and the referral cut. ``meta`` (the checkpoint's
+    ``model.json`` content) is updated in place with all four.
+
+    Returns:
+        ``(metrics, plot)`` as :func:`evaluate_model` gives them, with the trust figures added.
+    """
+    meta["calibration"] = fit_val_calibration(model, meta, dataset, eval_cfg.calibration)
+    metrics, plot, probs = evaluate_model(model, meta, dataset, n_bootstrap=eval_cfg.n_bootstrap, seed=seed)
+    meta["threshold"] = metrics["threshold"]
+    val = dataset.splits["val"]
+    meta.update(
+        fit_referral(
+            meta, val.labels, probs["val"], alpha=eval_cfg.alpha, target_sensitivity=eval_cfg.referral_sensitivity
+        )
+    )
+    for name, split_probs in probs.items():
+        metrics["splits"][name].update(trust_metrics(meta, dataset.splits[name].labels, split_probs))
+    return metrics, plot

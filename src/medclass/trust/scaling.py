@@ -71,7 +71,7 @@ def fit_temperature(logits: Any, labels: Any, task: str, *, max_iter: int = 200,
         return loss
 
     opt.step(closure)
-    return float(log_t.exp().clamp(0.05, 20.0))
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def fit_vector_scaling(logits: Any, labels: Any, *, max_iter: int = 300) -> tuple[list[float], list[float]]:

@@ -1,0 +1,120 @@
+"""Trust benchmark: calibration, conformal coverage and referral of trained runs, on their test splits.
+
+For each run folder it loads the model and the run's data, fits what ``medclass train`` fits on
+validation after training (temperature scaling, the operating threshold, conformal thresholds,
+the referral cut; see :func:`medclass.evaluate.fit_post_training`) and reports the test figures:
+ECE (15 equal-width bins and adaptive) and Brier score before and after temperature scaling,
+empirical coverage and mean size of the 90% and 95% prediction sets, and for binary tasks the
+share of cases accepted with the sensitivity on them. Run folders are read, never changed.
+
+Usage:
+    python bench/trust.py RUN [RUN ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from benchmd import update_section  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "trust.json"
+
+
+def measure(run: Path) -> dict:
+    """The test figures of one run (see the module docstring)."""
+    from medclass.checkpoint import load_model
+    from medclass.config import config_from_dict, read_yaml
+    from medclass.data.sources import load_dataset
+    from medclass.evaluate import fit_post_training
+
+    cfg = config_from_dict(read_yaml(run / "config.yaml"), str(run / "config.yaml"))
+    d = cfg.data
+    dataset = load_dataset(
+        d.spec, image_size=d.image_size, val=d.val_fraction, test=d.test_fraction, seed=d.split_seed, **d.file_options()
+    )
+    model, meta = load_model(run)
+    cfg.eval.n_bootstrap = 0
+    metrics, _ = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)
+    test = metrics["splits"]["test"]
+    cal = test["calibration"]
+    row = {
+        "dataset": dataset.name,
+        "temperature": cal.get("temperature"),
+        "ece_before": cal["uncalibrated"]["ece"],
+        "ece": cal["ece"],
+        "ece_adaptive_before": cal["uncalibrated"]["ece_adaptive"],
+        "ece_adaptive": cal["ece_adaptive"],
+        "brier_before": cal["uncalibrated"]["brier"],
+        "brier": cal["brier"],
+        "cov90": test["conformal"]["0.1"]["coverage"],
+        "size90": test["conformal"]["0.1"]["mean_size"],
+        "cov95": test["conformal"]["0.05"]["coverage"],
+        "size95": test["conformal"]["0.05"]["mean_size"],
+        "aurc": test["aurc"],
+    }
+    if "referral" in test:
+        row.update(accepted=test["referral"]["coverage"], sens_accepted=test["referral"]["sensitivity"])
+    return row
+
+
+def _ms(values: list[float], digits: int = 3) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def render(rows: dict[str, dict], command: str) -> str:
+    by_dataset: dict[str, list[dict]] = {}
+    for r in rows.values():
+        by_dataset.setdefault(r["dataset"], []).append(r)
+    lines = [
+        f"Command: `{command}` ({platform.machine()}, {os.cpu_count()} cores). Test split, mean ± sd over the runs "
+        "given; ECE with 15 bins; prediction sets are APS, calibrated on validation; referral keeps sensitivity "
+        ">= 0.95 on accepted validation cases.",
+        "",
+        "| dataset | runs | T | ECE before → after | adaptive ECE before → after | Brier before → after "
+        "| 90% sets: coverage / size | 95% sets: coverage / size | AURC | accepted | sensitivity on accepted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rs in by_dataset.items():
+
+        def col(key: str, digits: int = 3, _rs: list[dict] = rs) -> str:
+            return _ms([r.get(key) for r in _rs], digits)
+
+        lines.append(
+            f"| {name} | {len(rs)} | {col('temperature', 2)} | {col('ece_before')} → {col('ece')} | "
+            f"{col('ece_adaptive_before')} → {col('ece_adaptive')} | {col('brier_before')} → {col('brier')} | "
+            f"{col('cov90')} / {col('size90', 2)} | {col('cov95')} / {col('size95', 2)} | {col('aurc')} | "
+            f"{col('accepted')} | {col('sens_accepted')} |"
+        )
+    return "\n".join(lines + [""])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args()
+    command = "python bench/trust.py " + " ".join(sys.argv[1:])
+    rows = {}
+    for run in args.runs:
+        rows[str(run)] = measure(run)
+        print(run, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[str(run)].items()}))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"command": command, "runs": rows}, indent=2))
+    update_section("trust", "Trust: calibration, conformal prediction sets and referral", render(rows, command))
+
+
+if __name__ == "__main__":
+    main()
