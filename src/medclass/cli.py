@@ -173,12 +173,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         threshold=predictor.threshold,
         n_bootstrap=args.n_bootstrap,
     )
+    if args.corruptions:
+        metrics["robustness"] = _robustness(predictor, dataset)
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval-{Path(args.data).stem.replace('@', '_')}"
     write_evaluation(out, metrics, plot, title=f"medclass evaluation: {dataset.name}")
     for s in splits:
         _summary(metrics, s)
+    if args.corruptions:
+        rob = metrics["robustness"]
+        print(f"\nrobustness (test AUC; clean {rob['clean']['auc']:.3f}):")
+        table = [[n, *[f"{m['auc']:.3f}" for m in sev]] for n, sev in rob["corruptions"].items()]
+        _print_table(table, ["corruption", "1", "2", "3", "4", "5"])
     print(f"\nwrote {out / 'metrics.json'} and {out / 'report.html'}")
     return 0
+
+
+def _robustness(predictor: Any, dataset: Any) -> dict[str, Any]:
+    """Test AUC/ACC of ``predictor`` under every corruption and severity."""
+    import warnings
+
+    from medclass.metrics import medmnist
+    from medclass.trust.corruptions import robustness
+
+    test = dataset.splits["test"]
+    t = predictor.threshold if predictor.task == "binary" and predictor.threshold is not None else 0.5
+
+    def score(images: Any) -> dict[str, float]:
+        probs, _ = predictor.predict_array(images.numpy())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return {
+                "auc": float(medmnist.auc(test.labels, probs, predictor.task)),
+                "acc": float(medmnist.acc(test.labels, probs, predictor.task, threshold=float(t))),
+            }
+
+    return robustness(score, test.images)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -247,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", nargs="+", default=["test"], choices=["train", "val", "test"])
     e.add_argument("--n-bootstrap", type=int, default=1000)
     e.add_argument("--out", help="output folder (default RUN/eval-<data>)")
+    e.add_argument(
+        "--corruptions",
+        action="store_true",
+        help="also score the test split under noise, blur, contrast, brightness, JPEG and pixelation at 5 severities",
+    )
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="predict image files, folders, .npy or .npz arrays")

@@ -375,6 +375,25 @@ def _split_section(name: str, s: Mapping[str, Any], metrics: Mapping[str, Any], 
     )
 
 
+def _robustness_section(rob: object) -> str:
+    """Test AUC under each corruption at severities 1-5, beside the clean AUC."""
+    if not isinstance(rob, Mapping) or not isinstance(rob.get("corruptions"), Mapping):
+        return ""
+    clean = (rob.get("clean") or {}).get("auc")
+    rows = [
+        [str(name), *[fmt((m or {}).get("auc")) for m in sev]]
+        for name, sev in rob["corruptions"].items()
+        if isinstance(sev, Sequence)
+    ]
+    mean = (rob.get("mean") or {}).get("auc")
+    return (
+        f"<section><h2>Robustness</h2><p>Test AUC under corruptions (clean: {fmt(clean)}; mean over all "
+        f"corruptions and severities: {fmt(mean)}).</p>"
+        + _table(["Corruption", "1", "2", "3", "4", "5"], rows)
+        + "</section>"
+    )
+
+
 def _history_section(history: Sequence[Mapping[str, Any]]) -> str:
     epochs = [h for h in history if isinstance(h, Mapping)]
     if not epochs:
@@ -467,6 +486,7 @@ def render_report(
         s = splits.get(name)
         if isinstance(s, Mapping):
             parts.append(_split_section(name, s, metrics, curves or {}))
+    parts.append(_robustness_section(metrics.get("robustness")))
     if history:
         parts.append(_history_section(history))
     if config:
