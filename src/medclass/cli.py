@@ -156,23 +156,31 @@ def _split_options(run: Path) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medclass.config import EvalConfig
     from medclass.data.sources import load_dataset
-    from medclass.evaluate import evaluate_model, write_evaluation
+    from medclass.evaluate import evaluate_model, fit_post_training, write_evaluation
     from medclass.predict import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    predictor = Predictor.from_checkpoint(args.checkpoint, ensemble=args.ensemble, mc_samples=args.mc_dropout)
     dataset = load_dataset(args.data, **_split_options(Path(args.checkpoint)), **predictor.prep.get("decode", {}))
     for split in dataset.splits.values():
         split.images = predictor.prepare(split.images.numpy(), where=args.data)
     splits = tuple(args.split)
-    metrics, plot, _ = evaluate_model(
-        predictor.model,
-        predictor.meta,
-        dataset,
-        splits=splits,
-        threshold=predictor.threshold,
-        n_bootstrap=args.n_bootstrap,
-    )
+    if args.ensemble or args.mc_dropout:  # a new model: calibration, threshold and sets are fitted on validation
+        if "val" not in dataset.splits or len(dataset.splits["val"]) == 0:
+            raise MedclassError(f"{args.data}: an ensemble or MC dropout needs a validation split to fit on")
+        eval_cfg = EvalConfig(n_bootstrap=args.n_bootstrap)
+        metrics, plot = fit_post_training(predictor.model, predictor.meta, dataset, eval_cfg, splits=splits)
+        predictor = type(predictor)(predictor.model, predictor.meta)
+    else:
+        metrics, plot, _ = evaluate_model(
+            predictor.model,
+            predictor.meta,
+            dataset,
+            splits=splits,
+            threshold=predictor.threshold,
+            n_bootstrap=args.n_bootstrap,
+        )
     if args.corruptions:
         metrics["robustness"] = _robustness(predictor, dataset)
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval-{Path(args.data).stem.replace('@', '_')}"
@@ -214,7 +222,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medclass.predict import Predictor
     from medclass.utils.files import write_text
 
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    predictor = Predictor.from_checkpoint(args.checkpoint, ensemble=args.ensemble, mc_samples=args.mc_dropout)
     try:
         pred = predictor.predict_paths(args.inputs, alpha=args.alpha)
     except ValueError as err:  # an alpha below the stored levels
@@ -240,6 +248,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(buf.getvalue())
     return 0
+
+
+def _add_uncertainty_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="more runs to average with --checkpoint (deep ensemble)",
+    )
+    p.add_argument("--mc-dropout", type=int, default=0, metavar="N", help="Monte Carlo dropout passes per model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also score the test split under noise, blur, contrast, brightness, JPEG and pixelation at 5 severities",
     )
+    _add_uncertainty_options(e)
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="predict image files, folders, .npy or .npz arrays")
@@ -290,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--alpha", type=float, help="miss rate of the conformal prediction sets (default: the checkpoint's, 0.1)"
     )
+    _add_uncertainty_options(pr)
     pr.set_defaults(func=cmd_predict)
 
     from medclass.cli_data import add_data_commands

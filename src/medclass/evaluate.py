@@ -275,7 +275,13 @@ def trust_metrics(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray) -
 
 
 def fit_post_training(
-    model: nn.Module, meta: dict[str, Any], dataset: Dataset, eval_cfg: Any, *, seed: int = 0
+    model: nn.Module,
+    meta: dict[str, Any],
+    dataset: Dataset,
+    eval_cfg: Any,
+    *,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("val", "test"),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Everything fitted on validation after training, then the evaluation of every split.
 
@@ -287,7 +293,10 @@ def fit_post_training(
         ``(metrics, plot)`` as :func:`evaluate_model` gives them, with the trust figures added.
     """
     meta["calibration"] = fit_val_calibration(model, meta, dataset, eval_cfg.calibration)
-    metrics, plot, probs = evaluate_model(model, meta, dataset, n_bootstrap=eval_cfg.n_bootstrap, seed=seed)
+    splits = tuple(dict.fromkeys(("val", *splits)))  # validation first: everything is fitted there
+    metrics, plot, probs = evaluate_model(
+        model, meta, dataset, splits=splits, n_bootstrap=eval_cfg.n_bootstrap, seed=seed
+    )
     meta["threshold"] = metrics["threshold"]
     val = dataset.splits["val"]
     meta.update(

@@ -63,10 +63,45 @@ class Predictor:
         self.batch_size = batch_size
 
     @classmethod
-    def from_checkpoint(cls, run_dir: str | Path, **kwargs: Any) -> Predictor:
-        """Load a run folder written by ``medclass train``."""
+    def from_checkpoint(
+        cls, run_dir: str | Path, *, ensemble: Sequence[str | Path] = (), mc_samples: int = 0, **kwargs: Any
+    ) -> Predictor:
+        """Load a run folder written by ``medclass train``.
+
+        Args:
+            run_dir: The run.
+            ensemble: Further runs whose calibrated probabilities are averaged with this one's
+                (a deep ensemble); they must share task, labels and preprocessing.
+            mc_samples: Monte Carlo dropout passes per model (0 = off).
+            **kwargs: Passed to the constructor.
+
+        With ``ensemble`` or ``mc_samples``, the model is a
+        :class:`~medclass.trust.ensemble.ProbabilityAverage`; its operating threshold is the mean of
+        the members' (``medclass evaluate`` refits it, the calibration and the conformal sets on
+        validation), and predictions carry no prediction sets until then.
+        """
         model, meta = load_model(run_dir)
-        return cls(model, meta, **kwargs)
+        if not ensemble and not mc_samples:
+            return cls(model, meta, **kwargs)
+        from medclass.trust.ensemble import ProbabilityAverage
+
+        loaded = [(model, meta)] + [load_model(r) for r in ensemble]
+        for other, (_, m) in zip(ensemble, loaded[1:], strict=True):
+            for key in ("task", "label_names", "preprocessing"):
+                if m[key] != meta[key]:
+                    raise DataError(f"{other}: its {key} differs from {run_dir}'s; it cannot join the ensemble")
+        wrapper = ProbabilityAverage(
+            [m for m, _ in loaded], [m.get("calibration") for _, m in loaded], meta["task"], mc_samples=mc_samples
+        )
+        thresholds = [m.get("threshold") for _, m in loaded]
+        mean_t = None
+        if meta["task"] in ("binary", "multilabel") and all(t is not None for t in thresholds):
+            mean_t = np.mean(np.asarray(thresholds, dtype=float), axis=0).tolist()
+        emeta = {k: v for k, v in meta.items() if k not in ("calibration", "conformal", "referral")}
+        emeta.update(
+            threshold=mean_t, ensemble={"members": [str(run_dir), *map(str, ensemble)], "mc_samples": mc_samples}
+        )
+        return cls(wrapper, emeta, **kwargs)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
