@@ -33,14 +33,11 @@ def measure(run: Path) -> dict:
     """The test figures of one run (see the module docstring)."""
     from medclass.checkpoint import load_model
     from medclass.config import config_from_dict, read_yaml
-    from medclass.data.sources import load_dataset
+    from medclass.data.sources import load_configured
     from medclass.evaluate import fit_post_training
 
     cfg = config_from_dict(read_yaml(run / "config.yaml"), str(run / "config.yaml"))
-    d = cfg.data
-    dataset = load_dataset(
-        d.spec, image_size=d.image_size, val=d.val_fraction, test=d.test_fraction, seed=d.split_seed, **d.file_options()
-    )
+    dataset = load_configured(cfg.data)
     model, meta = load_model(run)
     cfg.eval.n_bootstrap = 0
     metrics, _ = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)

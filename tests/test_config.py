@@ -150,3 +150,54 @@ def test_dump_and_reload_roundtrip(tmp_path):
     path = _yaml(tmp_path / "config.yaml", text)
     assert config_from_dict(read_yaml(path), str(path)) == cfg
     assert dump_yaml(again) == text
+
+
+_SPECIALISED = """\
+train:
+  epochs: 7
+per_modality:
+  xray:
+    eval: {tta: [shift]}
+    train: {epochs: 9}
+  pneumoniamnist:
+    train: {epochs: 11}
+  ultrasound:
+    augment: {hflip: true}
+"""
+
+
+def test_per_modality_sections_apply_after_the_recipe_and_before_the_user(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(_SPECIALISED)
+    plain = build_config(recipe=str(recipe))
+    assert plain.train.epochs == 7 and plain.eval.tta == [] and plain.data.modality is None
+    xray = build_config(recipe=str(recipe), modality="xray", dataset="other")
+    assert xray.train.epochs == 9 and xray.eval.tta == ["shift"] and xray.data.modality == "xray"
+    named = build_config(recipe=str(recipe), modality="xray", dataset="pneumoniamnist")
+    assert named.train.epochs == 11 and named.eval.tta == ["shift"]  # the dataset's section after the modality's
+    user = tmp_path / "u.yaml"
+    user.write_text("train:\n  epochs: 5\ndata:\n  modality: ultrasound\n")
+    mine = build_config(recipe=str(recipe), config_file=user, modality="xray", dataset="x")
+    assert mine.train.epochs == 5 and mine.augment.hflip and mine.eval.tta == []  # the user's modality wins
+    assert build_config(recipe=str(recipe), overrides={"train": {"epochs": 2}}, modality="xray").train.epochs == 2
+    with pytest.raises(ConfigError, match=r"per_modality.xray.train: unknown key 'epoch'"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("per_modality:\n  xray:\n    train: {epoch: 3}\n")
+        build_config(recipe=str(bad), modality="xray")
+
+
+def test_every_catalog_dataset_has_a_modality():
+    from medclass.data.catalog import CATALOG, MODALITIES, get_info
+
+    assert set(MODALITIES) == set(CATALOG)
+    assert get_info("breastmnist").modality == "ultrasound" and get_info("adrenalmnist3d").modality == "ct"
+
+
+def test_train_applies_the_section_of_its_data(tmp_path, make_npz, run_cli, fast_config):
+    recipe = tmp_path / "spec.yaml"
+    recipe.write_text(fast_config.read_text() + "per_modality:\n  mydata:\n    eval: {tta: [hflip]}\n")
+    data = make_npz(tmp_path / "mydata.npz", sizes=(24, 8, 8), size=12)
+    res = run_cli("train", "--data", data, "--recipe", recipe, "--out", tmp_path / "run", "--quiet")
+    assert res.code == 0, res.err
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["eval"]["tta"] == ["hflip"]

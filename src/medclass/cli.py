@@ -96,10 +96,15 @@ def _summary(metrics: dict[str, Any], split: str = "test") -> None:
         _print_table(table, ["method", "AUC", "ACC"])
 
 
+def _load_args(cfg: Any) -> tuple:
+    d = cfg.data
+    return (d.spec, d.image_size, d.val_fraction, d.test_fraction, d.split_seed, tuple(d.file_options().items()))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from medclass.checkpoint import load_model, save_model
     from medclass.config import build_config
-    from medclass.data.sources import load_dataset
+    from medclass.data.sources import load_configured
     from medclass.evaluate import fit_post_training, read_history, write_evaluation
     from medclass.train.loop import fit, resume_config
 
@@ -117,11 +122,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         else Path("runs")
         / f"{Path(cfg.data.spec).stem.replace('@', '_')}-{cfg.model.name.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"  # noqa: E501
     )
+    dataset = load_configured(cfg.data)
+    if not args.resume and cfg.per_modality:  # the recipe specialises by modality: now the data says which
+        before = _load_args(cfg)
+        cfg = build_config(
+            recipe=args.recipe,
+            config_file=args.config,
+            overrides=_overrides(args),
+            modality=dataset.extra.get("modality"),
+            dataset=dataset.name,
+        )
+        if _load_args(cfg) != before:
+            dataset = load_configured(cfg.data)
     cfg.name = out.name
-    d = cfg.data
-    dataset = load_dataset(
-        d.spec, image_size=d.image_size, val=d.val_fraction, test=d.test_fraction, seed=d.split_seed, **d.file_options()
-    )
     print(dataset.describe())
     steps = f" (at least {cfg.train.min_steps} steps)" if cfg.train.min_steps else ""
     print(f"model {cfg.model.name}, recipe {cfg.recipe}, {cfg.train.epochs} epochs{steps}, output {out}")

@@ -45,6 +45,8 @@ class DataConfig:
             evaluation and prediction alike: ``none``, ``hist`` (global histogram equalisation)
             or ``clahe`` (contrast-limited adaptive equalisation with ``clahe_clip`` and
             ``clahe_tiles`` regions per side).
+        modality: Imaging modality (``xray``, ``ct``, ``ultrasound``, ...) that selects the recipe's
+            ``per_modality`` section; ``None`` takes it from the dataset catalog.
     """
 
     spec: str = "pneumoniamnist"
@@ -59,6 +61,7 @@ class DataConfig:
     equalize: str = "none"
     clahe_clip: float = 2.0
     clahe_tiles: int = 8
+    modality: str | None = None
 
     def file_options(self) -> dict[str, Any]:
         """Keyword options for folder and manifest sources (:func:`medclass.data.sources.load_files`)."""
@@ -209,7 +212,12 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    """The whole, resolved configuration of one run."""
+    """The whole, resolved configuration of one run.
+
+    ``per_modality`` maps a modality (``xray``, ``ct``, ``ultrasound``, ...) or a dataset name to
+    settings that apply only to such data, on top of the recipe and under any config file or flag
+    (a dataset's own section after its modality's); see :func:`specialise`.
+    """
 
     name: str | None = None
     recipe: str | None = None
@@ -219,6 +227,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    per_modality: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, ready for YAML/JSON."""
@@ -228,6 +237,10 @@ class RunConfig:
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     """Coerce ``value`` to the annotated type where that is lossless, else raise ConfigError."""
     text = str(hint)
+    if text.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if value is None:
         if "None" in text:
             return None
@@ -321,7 +334,12 @@ def list_recipes() -> list[str]:
 
 
 def build_config(
-    *, recipe: str | None = "default", config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+    *,
+    recipe: str | None = "default",
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    modality: str | None = None,
+    dataset: str | None = None,
 ) -> RunConfig:
     """Build a :class:`RunConfig` from defaults, a recipe, a config file and overrides.
 
@@ -329,19 +347,39 @@ def build_config(
         recipe: Recipe name or YAML path; ``None`` for the bare defaults.
         config_file: A user YAML file applied after the recipe.
         overrides: Nested mapping applied last (e.g. from CLI flags); ``None`` values are skipped.
+        modality: The data's modality (from the catalog); ``data.modality`` wins when set.
+        dataset: The data's name.
+
+    The ``per_modality`` sections for the modality and then the dataset name apply right after
+    the recipe, so a config file and flags still override them; ``data.modality`` records the
+    modality used.
 
     Returns:
         The resolved configuration.
     """
-    cfg = RunConfig()
+    layers: list[tuple[dict[str, Any], str]] = []
     if recipe:
         path = find_recipe(recipe)
-        _merge(cfg, read_yaml(path), str(path))
-        cfg.recipe = recipe
+        layers.append((read_yaml(path), str(path)))
     if config_file:
-        _merge(cfg, read_yaml(config_file), str(config_file))
+        layers.append((read_yaml(config_file), str(config_file)))
     if overrides:
-        _merge(cfg, _drop_none(overrides), "command line")
+        layers.append((_drop_none(overrides), "command line"))
+    cfg = RunConfig()
+    for data, where in layers:
+        _merge(cfg, data, where)
+    modality = cfg.data.modality or modality
+    keys = [k for k in dict.fromkeys((modality, dataset)) if k and k in cfg.per_modality]
+    if keys:
+        sections = {k: cfg.per_modality[k] for k in keys}
+        cfg = RunConfig()
+        for i, (data, where) in enumerate(layers):
+            _merge(cfg, data, where)
+            if i == 0:
+                for k, section in sections.items():
+                    _merge(cfg, section, f"per_modality.{k}")
+    cfg.recipe = recipe or None
+    cfg.data.modality = modality
     return cfg
 
 

@@ -109,6 +109,11 @@ class DatasetInfo:
         return len(self.label_names)
 
     @property
+    def modality(self) -> str:
+        """Imaging modality (``xray``, ``ct``, ``ultrasound``, ...), which recipes can specialise for."""
+        return MODALITIES[self.name]
+
+    @property
     def sizes(self) -> tuple[int, ...]:
         """Available image sizes, smallest first."""
         return tuple(sorted(self.files))
@@ -130,6 +135,29 @@ class DatasetInfo:
         except (KeyError, TypeError):
             sizes = ", ".join(str(s) for s in self.sizes)
             raise DataError(f"{self.name}: no {size} px file; available sizes: {sizes}") from None
+
+
+# The imaging modality of each dataset: the key of a recipe's ``per_modality`` sections.
+MODALITIES: dict[str, str] = {
+    "pathmnist": "pathology",
+    "chestmnist": "xray",
+    "dermamnist": "dermatoscopy",
+    "octmnist": "oct",
+    "pneumoniamnist": "xray",
+    "retinamnist": "fundus",
+    "breastmnist": "ultrasound",
+    "bloodmnist": "microscopy",
+    "tissuemnist": "microscopy",
+    "organamnist": "ct",
+    "organcmnist": "ct",
+    "organsmnist": "ct",
+    "organmnist3d": "ct",
+    "nodulemnist3d": "ct",
+    "adrenalmnist3d": "ct",
+    "fracturemnist3d": "ct",
+    "vesselmnist3d": "mra",
+    "synapsemnist3d": "electron_microscopy",
+}
 
 
 def _make(

@@ -121,7 +121,7 @@ def load_npz(
                 labels = labels[:, 0]
             splits[split_name] = Split(torch.from_numpy(np.ascontiguousarray(images)), labels)
     name = info.name if info else path.stem
-    return _finish(
+    ds = _finish(
         name,
         info.task if info else None,
         list(info.label_names) if info else None,
@@ -130,6 +130,9 @@ def load_npz(
         image_size=image_size,
         md5=md5,
     )
+    if info is not None:
+        ds.extra["modality"] = info.modality
+    return ds
 
 
 # ------------------------------------------------------------------------------------ image files
@@ -286,3 +289,15 @@ def load_dataset(
 
     file = resolve(info, size, download=download)
     return load_npz(file, image_size=image_size, info=info)
+
+
+def load_configured(data: Any) -> Dataset:
+    """Load the data a run's ``data`` configuration (:class:`medclass.config.DataConfig`) describes."""
+    return load_dataset(
+        data.spec,
+        image_size=data.image_size,
+        val=data.val_fraction,
+        test=data.test_fraction,
+        seed=data.split_seed,
+        **data.file_options(),
+    )
