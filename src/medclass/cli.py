@@ -327,8 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     from medclass.cli_data import add_data_commands
+    from medclass.cli_explain import add_explain_command
 
     add_data_commands(sub)
+    add_explain_command(sub)
     return p
 
 

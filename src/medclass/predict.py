@@ -161,10 +161,11 @@ class Predictor:
         probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration)
         return probs, self.decide(probs)
 
-    def predict_paths(self, inputs: Sequence[str | Path], *, alpha: float | None = None) -> Prediction:
-        """Predict for image files, folders of images, ``.npy`` arrays and ``.npz`` files.
+    def load_inputs(self, inputs: Sequence[str | Path]) -> tuple[torch.Tensor, list[str]]:
+        """Read image files, folders, ``.npy`` and ``.npz`` inputs as the model's ``uint8`` ``(N, C, ...)`` stack.
 
-        ``alpha`` overrides the checkpoint's level for the conformal prediction sets.
+        Returns:
+            ``(images, sources)``: the stack and where each image came from.
         """
         arrays, sources = [], []
         for item in inputs:
@@ -174,7 +175,14 @@ class Predictor:
                 sources.extend([name] if x.shape[0] == 1 else [f"{name}[{i}]" for i in range(x.shape[0])])
         if not arrays:
             raise DataError(f"no images found in {', '.join(map(str, inputs))}")
-        x = torch.cat(arrays)
+        return torch.cat(arrays), sources
+
+    def predict_paths(self, inputs: Sequence[str | Path], *, alpha: float | None = None) -> Prediction:
+        """Predict for image files, folders of images, ``.npy`` arrays and ``.npz`` files.
+
+        ``alpha`` overrides the checkpoint's level for the conformal prediction sets.
+        """
+        x, sources = self.load_inputs(inputs)
         probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration)
         sets, refer = self.referral(probs, alpha=alpha)
         return Prediction(probs, self.decide(probs), sources, sets, refer)
