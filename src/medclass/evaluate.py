@@ -141,7 +141,26 @@ def evaluate_model(
                 for k, p in (("before", raw[s]), ("after", probs[s]))
             }
     metrics["threshold"] = threshold
+    if "test" in splits:
+        _add_test_figures(plot["test"], model, {**meta, "threshold": threshold}, dataset.splits["test"], probs["test"])
     return metrics, plot, {s: probs[s] for s in splits}
+
+
+def _add_test_figures(plot: dict[str, Any], model: nn.Module, meta: dict[str, Any], split: Any, probs: Any) -> None:
+    """The report's risk-coverage curve and Grad-CAM gallery of the test split (where the task has them)."""
+    from medclass.explain.gallery import gallery
+    from medclass.trust.selective import risk_coverage_curve
+
+    task = meta["task"]
+    if task == "multilabel":
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t = None if meta.get("threshold") is None else float(meta["threshold"])
+        rc = risk_coverage_curve(split.labels, probs, task=task, threshold=t)
+    step = max(1, len(rc["coverage"]) // 200)
+    plot["risk_coverage"] = {"coverage": rc["coverage"][::step].tolist(), "risk": rc["risk"][::step].tolist()}
+    plot["gallery"] = gallery(model, meta, split.images, split.labels, probs)
 
 
 def _calibration_entry(

@@ -54,3 +54,11 @@ def test_predict_flags_referrals(tmp_path, make_npz, train_cli):
     np.testing.assert_array_equal(out.refer, expected)
     wider = pred.predict_paths([data], alpha=0.01)
     assert wider.sets.sum() >= out.sets.sum()
+
+
+def test_report_has_a_gallery_and_a_risk_coverage_chart(tmp_path, make_npz, train_cli):
+    run = tmp_path / "run"
+    train_cli(make_npz(tmp_path / "a.npz", sizes=(40, 12, 24), size=12), run)
+    html = (run / "report.html").read_text()
+    assert "Grad-CAM gallery" in html and "data:image/png;base64," in html
+    assert "Risk" in html and "coverage" in html

@@ -50,6 +50,9 @@ _POINT_COLUMNS = (
 _HISTORY_SKIP = {"epoch", "step", "steps", "seconds", "time", "elapsed", "wall_s", "samples"}
 
 _CSS = """
+.gallery { display: flex; flex-wrap: wrap; gap: 8px; }
+.cam img { width: 112px; height: 112px; image-rendering: pixelated; }
+.cam figcaption { font-size: 12px; text-align: center; }
 :root { --fg: #1b1b1b; --muted: #666; --line: #dcdcdc; --soft: #f5f6f8; --accent: #0072B2; }
 * { box-sizing: border-box; }
 body { margin: 0; background: #fff; color: var(--fg);
@@ -368,11 +371,38 @@ def _split_section(name: str, s: Mapping[str, Any], metrics: Mapping[str, Any], 
     rel = _reliability_chart(split_curves, s, name) if isinstance(split_curves, Mapping) else ""
     if rel:
         figs.append(rel)
+    rc = split_curves.get("risk_coverage") if isinstance(split_curves, Mapping) else None
+    if isinstance(rc, Mapping) and rc.get("coverage"):
+        svg = line_chart(
+            [(f"AURC {fmt(s.get('aurc'))}", list(rc["coverage"]), list(rc["risk"]))],
+            title=f"Risk\u2013coverage \u2014 {_split_title(name).lower()}",
+            xlabel="Share of cases accepted (surest first)",
+            ylabel="Error rate among accepted",
+            xlim=(0.0, 1.0),
+        )
+        figs.append(f"<figure>{svg}</figure>")
     figs_html = f'<div class="figs">{"".join(figs)}</div>' if figs else ""
+    gallery = _gallery(split_curves.get("gallery") if isinstance(split_curves, Mapping) else None)
     return (
         f"<section><h2>{_e(_split_title(name))} split</h2>"
-        f'<div class="meta">{meta}</div>{figs_html}{_points_table(s)}{_class_table(per_class)}</section>'
+        f'<div class="meta">{meta}</div>{figs_html}{_points_table(s)}{_class_table(per_class)}{gallery}</section>'
     )
+
+
+def _gallery(cells: object) -> str:
+    """Grad-CAM overlays of the most confident cases of each outcome (PNG images embedded as data URIs)."""
+    if not isinstance(cells, Mapping) or not any(cells.values()):
+        return ""
+    rows = []
+    for cell, items in cells.items():
+        imgs = "".join(
+            f'<figure class="cam"><img alt="{_e(cell)}" src="data:image/png;base64,{_e(it["png"])}">'
+            f"<figcaption>{_e(it['label'])}, p {fmt(it['prob'], 2)}</figcaption></figure>"
+            for it in items
+            if isinstance(it, Mapping) and "png" in it
+        )
+        rows.append(f'<h4>{_e(cell.capitalize())}</h4><div class="gallery">{imgs or "<p>none</p>"}</div>')
+    return "<h3>Grad-CAM gallery</h3>" + "".join(rows)
 
 
 def _robustness_section(rob: object) -> str:
