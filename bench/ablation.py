@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from benchmd import update_section  # noqa: E402
 from medclass.cli import main as cli_main  # noqa: E402
+from runs import mean_sd, train_and_read  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ablation.json"
 SOURCE = "<source run>"
@@ -106,32 +107,13 @@ def _resolve(overrides: dict, source: Path | None) -> dict:
 
 
 def run_one(dataset: str, variant: str, seed: int, out_root: Path, source: Path | None = None) -> dict:
-    out = out_root / f"{dataset}-{variant}-s{seed}"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
         yaml.safe_dump(_resolve(VARIANTS[variant][1], source), fh)
     try:
-        code = cli_main(
-            ["train", "--data", dataset, "--recipe", "default", "--config", fh.name, "--seed", str(seed)]
-            + ["--out", str(out), "--quiet"]
-        )
+        args = ["--data", dataset, "--recipe", "default", "--config", fh.name, "--seed", str(seed)]
+        return train_and_read(args, out_root / f"{dataset}-{variant}-s{seed}")
     finally:
         os.unlink(fh.name)
-    if code != 0:
-        raise SystemExit(f"{dataset} {variant} seed {seed} failed with exit code {code}")
-    test = json.loads((out / "metrics.json").read_text())["splits"]["test"]
-    hist = (out / "history.csv").read_text().splitlines()
-    col = hist[0].split(",").index("seconds")
-    minutes = sum(float(r.split(",")[col]) for r in hist[1:]) / 60
-    from medclass.predict import Predictor
-
-    params = sum(p.numel() for p in Predictor.from_checkpoint(out).model.parameters())
-    return {"auc": test["auc"], "acc": test["acc"], "minutes": minutes, "params": params}
-
-
-def _ms(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "-"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def _params(runs: list[dict]) -> str:
@@ -152,8 +134,8 @@ def render(results: dict, command: str) -> str:
         for variant, runs in variants.items():
             rs = list(runs.values())
             lines.append(
-                f"| {dataset} | {VARIANTS[variant][0]} | {len(rs)} | {_ms([r['auc'] for r in rs])} | "
-                f"{_ms([r['acc'] for r in rs])} | {_params(rs)} | {statistics.mean(r['minutes'] for r in rs):.1f} |"
+                f"| {dataset} | {VARIANTS[variant][0]} | {len(rs)} | {mean_sd([r['auc'] for r in rs])} | "
+                f"{mean_sd([r['acc'] for r in rs])} | {_params(rs)} | {statistics.mean(r['minutes'] for r in rs):.1f} |"
             )
     return "\n".join(lines + [""])
 
