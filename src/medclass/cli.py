@@ -47,6 +47,22 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _param_count(name: str, dims: int, size: int) -> str:
+    """Parameters of ``name`` (built on the meta device: no memory, no initialisation), e.g. ``11.2M``."""
+    import torch
+
+    from medclass.models import create_model, model_info
+
+    kwargs = {"img_size": size} if model_info(name).takes_img_size else {}
+    try:
+        with torch.device("meta"):
+            model = create_model(name, in_chans=1, num_classes=2, spatial_dims=dims, **kwargs)
+    except Exception:  # noqa: BLE001 - a listing must not fail on one model
+        return "?"
+    n = sum(p.numel() for p in model.parameters())
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.0f}k"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from medclass.models import list_models, model_info
 
@@ -54,9 +70,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in list_models(args.pattern):
         e = model_info(name)
         rows.append(
-            [name, e.family, "/".join(f"{d}D" for d in e.spatial_dims), ",".join(map(str, e.sizes)), e.description]
+            [
+                name,
+                e.family,
+                "/".join(f"{d}D" for d in e.spatial_dims),
+                ",".join(map(str, e.sizes)),
+                _param_count(name, e.spatial_dims[0], max(e.min_size, e.sizes[0])),
+                f"ImageNet ({e.timm_arch})" if e.timm_arch else "-",
+                e.description,
+            ]
         )
-    _print_table(rows, ["name", "family", "dims", "sizes", "description"])
+    _print_table(rows, ["name", "family", "dims", "sizes", "params", "pretrained", "description"])
     print("\nAny timm architecture is available as timm/<name> (e.g. timm/densenet121).")
     return 0
 

@@ -22,9 +22,12 @@ def _cases() -> list[tuple[str, int]]:
 @pytest.mark.parametrize(("name", "dims"), _cases(), ids=lambda v: str(v))
 def test_model_contract(name: str, dims: int, in_chans: int) -> None:
     torch.manual_seed(0)
-    model = create_model(name, in_chans=in_chans, num_classes=3, spatial_dims=dims)
+    entry = model_info(name) if not name.startswith("timm/") else None
+    size = max(SIZE[dims], entry.min_size if entry else 1)
+    kwargs = {"img_size": size} if entry and entry.takes_img_size else {}
+    model = create_model(name, in_chans=in_chans, num_classes=3, spatial_dims=dims, **kwargs)
     assert model.spatial_dims == dims
-    x = torch.randn(2, in_chans, *(SIZE[dims],) * dims)
+    x = torch.randn(2, in_chans, *(size,) * dims)
 
     model.train()
     out = model(x)
@@ -99,3 +102,25 @@ def test_unsupported_dimensions_and_weights() -> None:
         create_model("timm/resnet18", spatial_dims=3)
     with pytest.raises(ModelError, match="pretrained"):
         create_model("smallcnn", pretrained=True)
+
+
+def test_too_small_inputs_are_refused_with_the_size_to_use(tmp_path, make_npz, run_cli, fast_config):
+    data = make_npz(tmp_path / "a.npz", sizes=(24, 8, 8), size=12)
+    res = run_cli("train", "--data", data, "--config", fast_config, "--model", "densenet121", "--out", tmp_path / "r")
+    assert res.code == 2
+    assert "needs inputs of at least 32 px, these are 12 px" in res.err and "--image-size 32" in res.err
+
+
+def test_vit_gets_the_input_size_and_is_rebuilt_for_prediction(tmp_path, make_npz, run_cli, fast_config):
+    import json
+
+    from medclass.predict import Predictor
+
+    data = make_npz(tmp_path / "a.npz", sizes=(24, 8, 8), size=16)
+    res = run_cli("train", "--data", data, "--config", fast_config, "--model", "vit_tiny", "--out", tmp_path / "r")
+    assert res.code == 0, res.err
+    arch = json.loads((tmp_path / "r" / "model.json").read_text())["architecture"]
+    assert arch["kwargs"]["img_size"] == 16
+    pred = Predictor.from_checkpoint(tmp_path / "r")
+    assert pred.model.patch_embed.patch_size == (4, 4)
+    assert pred.predict_array(torch.randint(0, 255, (2, 16, 16), dtype=torch.uint8).numpy())[0].shape == (2, 2)

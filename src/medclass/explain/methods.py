@@ -13,7 +13,7 @@ value per voxel, so per-slice maps).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -56,13 +56,27 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
     return out.reshape(maps.shape).astype(np.float32)
 
 
+def _token_grid(model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """For vision transformers: tokens ``(B, prefix + h*w, C)`` -> a feature map ``(B, C, h, w)``."""
+    patch = model.patch_embed.patch_size
+    h, w = x.shape[-2] // patch[0], x.shape[-1] // patch[1]
+    prefix = int(getattr(model, "num_prefix_tokens", 1))
+
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        grid = tokens[:, prefix:, :].reshape(tokens.shape[0], h, w, tokens.shape[-1])
+        return grid.permute(0, 3, 1, 2)
+
+    return reshape
+
+
 def _cam(model: nn.Module, task: str, x: torch.Tensor, targets: Sequence[int], method: str) -> np.ndarray:
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     cls = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}[method]
     wrapped = ClassScores(model, task).eval()
-    with cls(model=wrapped, target_layers=[cam_layer(model)]) as cam:
+    reshape = _token_grid(model, x) if hasattr(model, "patch_embed") else None
+    with cls(model=wrapped, target_layers=[cam_layer(model)], reshape_transform=reshape) as cam:
         if method == "scorecam":
             cam.batch_size = 64
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])

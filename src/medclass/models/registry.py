@@ -17,7 +17,7 @@ from torch import nn
 from medclass.errors import ModelError
 
 # Modules that register models when imported. Adding a model is one new file plus one line here.
-_MODEL_MODULES = ("medclass.models.resnet", "medclass.models.smallcnn")
+_MODEL_MODULES = ("medclass.models.resnet", "medclass.models.smallcnn", "medclass.models.literature")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class ModelEntry:
             models supporting both take a ``spatial_dims`` keyword.
         sizes: Input sizes it is meant for (informational).
         description: One line.
+        min_size: Smallest input side it accepts (training refuses smaller images with a clear error).
+        timm_arch: The timm architecture behind it, which has ImageNet weights (``""``: none).
+        takes_img_size: The builder needs the input size (``img_size``), e.g. vision transformers.
     """
 
     name: str
@@ -40,6 +43,9 @@ class ModelEntry:
     spatial_dims: tuple[int, ...]
     sizes: tuple[int, ...]
     description: str
+    min_size: int = 1
+    timm_arch: str = ""
+    takes_img_size: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -53,8 +59,11 @@ def register_model(
     spatial_dims: int | tuple[int, ...] = 2,
     sizes: tuple[int, ...] = (28, 64, 128, 224),
     description: str = "",
+    min_size: int = 1,
+    timm_arch: str = "",
+    takes_img_size: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that adds a model builder to the registry under ``name``.
+    """Decorator that adds a model builder to the registry under ``name`` (fields as in :class:`ModelEntry`).
 
     Raises:
         ValueError: ``name`` is already registered.
@@ -66,7 +75,7 @@ def register_model(
             raise ValueError(f"model '{key}' is already registered")
         dims = (spatial_dims,) if isinstance(spatial_dims, int) else tuple(spatial_dims)
         desc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[key] = ModelEntry(key, fn, family, dims, tuple(sizes), desc)
+        _REGISTRY[key] = ModelEntry(key, fn, family, dims, tuple(sizes), desc, min_size, timm_arch, takes_img_size)
         return fn
 
     return deco
@@ -105,6 +114,39 @@ def _timm_cam_layer(model: nn.Module) -> str:
     return ""
 
 
+def build_timm(arch: str, *, in_chans: int, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
+    """A timm model with medclass's contract: ``default_cam_layer`` and ``spatial_dims`` set."""
+    try:
+        import timm
+    except ImportError as err:  # pragma: no cover - timm is a dependency
+        raise ModelError(f"model 'timm/{arch}' needs timm ({err})") from None
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join('timm/' + c for c in close)}?" if close else ""
+        raise ModelError(f"unknown timm model '{arch}'{hint}")
+    try:
+        model = timm.create_model(arch, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes, **kwargs)
+    except (RuntimeError, OSError, ValueError) as err:
+        raise ModelError(f"cannot build timm model '{arch}': {err}") from None
+    model.default_cam_layer = _timm_cam_layer(model)
+    model.spatial_dims = 2
+    return model
+
+
+def check_input_size(name: str, size: int) -> None:
+    """Raise a clear ConfigError when ``name`` cannot take ``size`` px inputs."""
+    from medclass.errors import ConfigError
+
+    if name.lower().startswith("timm/"):
+        return
+    entry = model_info(name)
+    if size < entry.min_size:
+        raise ConfigError(
+            f"model '{name}' needs inputs of at least {entry.min_size} px, these are {size} px: "
+            f"train with --image-size {entry.min_size} or larger (images are resized), or pick another model"
+        )
+
+
 def create_model(
     name: str,
     *,
@@ -128,27 +170,14 @@ def create_model(
         An ``nn.Module`` with ``forward_features``, ``forward_head``, ``reset_classifier`` and ``default_cam_layer``.
     """
     if name.lower().startswith("timm/"):
-        try:
-            import timm
-        except ImportError as err:  # pragma: no cover - timm is a dependency
-            raise ModelError(f"model '{name}' needs timm ({err})") from None
         if spatial_dims not in (None, 2):
             raise ModelError(f"model '{name}' is 2D only; for volumes use e.g. smallcnn or resnet18_3d")
-        arch = name[5:]
-        if not timm.is_model(arch):
-            close = difflib.get_close_matches(arch, timm.list_models(), n=3)
-            hint = f"; did you mean {', '.join('timm/' + c for c in close)}?" if close else ""
-            raise ModelError(f"unknown timm model '{arch}'{hint}")
-        try:
-            model = timm.create_model(arch, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes, **kwargs)
-        except (RuntimeError, OSError, ValueError) as err:
-            raise ModelError(f"cannot build timm model '{arch}': {err}") from None
-        model.default_cam_layer = _timm_cam_layer(model)
-        model.spatial_dims = 2
-        return model
+        return build_timm(name[5:], in_chans=in_chans, num_classes=num_classes, pretrained=pretrained, **kwargs)
     entry = model_info(name)
-    if pretrained:
+    if pretrained and not entry.timm_arch:
         raise ModelError(f"model '{name}' has no pretrained weights; use a timm/<name> model for ImageNet weights")
+    if pretrained:
+        kwargs["pretrained"] = True
     dims = entry.spatial_dims[0] if spatial_dims is None else spatial_dims
     if dims not in entry.spatial_dims:
         others = [n for n, e in _REGISTRY.items() if e.family == entry.family and dims in e.spatial_dims]

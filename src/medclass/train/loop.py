@@ -267,7 +267,14 @@ def _tta(cfg: RunConfig) -> list[str]:
 
 def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> dict[str, Any]:
     """The ``model.json`` content: everything inference needs besides the weights."""
-    kwargs = {"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {}
+    kwargs: dict[str, Any] = {"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {}
+    if not cfg.model.name.lower().startswith("timm/"):
+        from medclass.models.registry import check_input_size, model_info
+
+        side = int(dataset.sample_shape[-1])
+        check_input_size(cfg.model.name, side)
+        if model_info(cfg.model.name).takes_img_size:
+            kwargs["img_size"] = side
     return {
         "architecture": {
             "name": cfg.model.name,
