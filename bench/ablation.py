@@ -111,7 +111,7 @@ def run_one(dataset: str, variant: str, seed: int, out_root: Path, source: Path 
         yaml.safe_dump(_resolve(VARIANTS[variant][1], source), fh)
     try:
         args = ["--data", dataset, "--recipe", "default", "--config", fh.name, "--seed", str(seed)]
-        return train_and_read(args, out_root / f"{dataset}-{variant}-s{seed}")
+        return train_and_read(args, out_root / f"{dataset}-{variant}-s{seed}", reuse=False)
     finally:
         os.unlink(fh.name)
 

@@ -78,9 +78,14 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             out = Path(args.out) / f"{dataset}-s{seed}"
-            runs[str(seed)] = train_and_read(["--data", dataset, "--recipe", "best", "--seed", str(seed)], out)
+            args_ = ["--data", dataset, "--recipe", "best", "--seed", str(seed)]
+            runs[str(seed)] = train_and_read(args_, out, reuse=not args.force)
             print(f"{dataset} seed {seed}: {runs[str(seed)]} ({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            latest = json.loads(RESULTS.read_text()).get("results", {}) if RESULTS.exists() else {}
+            for name, recorded in latest.items():  # another process may have added runs meanwhile
+                for key, value in recorded.items():
+                    results.setdefault(name, {}).setdefault(key, value)
             RESULTS.write_text(json.dumps({"results": results, "command": command.strip()}, indent=2))
             update_section("best", "The best recipe (28 px, 3 seeds)", render(results, command.strip()))
 

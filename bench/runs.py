@@ -12,11 +12,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from medclass.cli import main as cli_main  # noqa: E402
 
 
-def train_and_read(args: list[str], out: Path) -> dict:
-    """Run ``medclass train ARGS --out OUT --quiet``; its test AUC/ACC, training minutes, parameters and ECE."""
-    code = cli_main(["train", *args, "--out", str(out), "--quiet"])
-    if code != 0:
-        raise SystemExit(f"medclass train {' '.join(args)} failed with exit code {code}")
+def train_and_read(args: list[str], out: Path, *, reuse: bool = True) -> dict:
+    """Run ``medclass train ARGS --out OUT --quiet``; its test AUC/ACC, training minutes, parameters and ECE.
+
+    With ``reuse``, a finished run already in ``OUT`` (it has ``metrics.json``) is read, not repeated.
+    """
+    if not (reuse and (out / "metrics.json").is_file()):
+        code = cli_main(["train", *args, "--out", str(out), "--quiet"])
+        if code != 0:
+            raise SystemExit(f"medclass train {' '.join(args)} failed with exit code {code}")
     test = json.loads((out / "metrics.json").read_text())["splits"]["test"]
     hist = (out / "history.csv").read_text().splitlines()
     col = hist[0].split(",").index("seconds")
