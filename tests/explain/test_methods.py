@@ -81,6 +81,9 @@ def test_the_negative_class_of_a_binary_head_is_explained_as_such():
         ("timm/resnet18", {"in_chans": 1}, (2, 1, 64, 64)),
         ("vit_tiny", {"in_chans": 1, "img_size": 28}, (2, 1, 28, 28)),
         ("efficientnet_b0", {"in_chans": 3}, (2, 3, 32, 32)),
+        ("capsnet", {"in_chans": 1, "img_size": 28}, (2, 1, 28, 28)),
+        ("hybrid_cnn_vit", {"in_chans": 1}, (2, 1, 28, 28)),
+        ("shallow_cnn", {"in_chans": 1}, (2, 1, 28, 28)),
         ("smallcnn", {"in_chans": 1, "spatial_dims": 3}, (2, 1, 16, 16, 16)),
     ],
 )

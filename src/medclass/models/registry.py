@@ -17,7 +17,14 @@ from torch import nn
 from medclass.errors import ModelError
 
 # Modules that register models when imported. Adding a model is one new file plus one line here.
-_MODEL_MODULES = ("medclass.models.resnet", "medclass.models.smallcnn", "medclass.models.literature")
+_MODEL_MODULES = (
+    "medclass.models.resnet",
+    "medclass.models.smallcnn",
+    "medclass.models.literature",
+    "medclass.models.capsule",
+    "medclass.models.hybrid",
+    "medclass.models.shallow",
+)
 
 
 @dataclass(frozen=True)
