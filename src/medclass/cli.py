@@ -82,6 +82,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
     _print_table(rows, ["name", "family", "dims", "sizes", "params", "pretrained", "description"])
     print("\nAny timm architecture is available as timm/<name> (e.g. timm/densenet121).")
+    print("Classical baselines: classical/hog-svm, classical/lbp-svm, classical/sift-bovw-svm, classical/orb-bovw-svm.")
     return 0
 
 
@@ -163,7 +164,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     steps = f" (at least {cfg.train.min_steps} steps)" if cfg.train.min_steps else ""
     print(f"model {cfg.model.name}, recipe {cfg.recipe}, {cfg.train.epochs} epochs{steps}, output {out}")
     t0 = time.perf_counter()
-    history = fit(cfg, dataset, out, resume=args.resume, progress=not args.quiet)
+    if cfg.model.name.lower().startswith("classical/"):
+        from medclass.classical.fit import fit_classical
+        from medclass.train.loop import model_meta
+
+        history = fit_classical(cfg, dataset, out, meta=model_meta(cfg, dataset))
+    else:
+        history = fit(cfg, dataset, out, resume=args.resume, progress=not args.quiet)
     minutes = (time.perf_counter() - t0) / 60
     model, meta = load_model(out)
     metrics, plot = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)

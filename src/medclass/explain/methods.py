@@ -118,6 +118,8 @@ def saliency(
     """
     if method not in METHODS:
         raise ModelError(f"unknown explanation method '{method}' (use {', '.join(METHODS)})")
+    if method != "occlusion" and not any(p.requires_grad for p in model.parameters()):
+        raise ModelError(f"{type(model).__name__} has no gradients (a classical model?); use --method occlusion")
     model.eval()
     x = x.detach().contiguous().requires_grad_(False)
     fn = _cam if method in ("gradcam", "gradcam++", "scorecam") else _captum

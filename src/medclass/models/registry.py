@@ -144,7 +144,7 @@ def check_input_size(name: str, size: int) -> None:
     """Raise a clear ConfigError when ``name`` cannot take ``size`` px inputs."""
     from medclass.errors import ConfigError
 
-    if name.lower().startswith("timm/"):
+    if name.lower().startswith(("timm/", "classical/")):
         return
     entry = model_info(name)
     if size < entry.min_size:
@@ -176,6 +176,14 @@ def create_model(
     Returns:
         An ``nn.Module`` with ``forward_features``, ``forward_head``, ``reset_classifier`` and ``default_cam_layer``.
     """
+    if name.lower().startswith("classical/"):
+        if spatial_dims not in (None, 2):
+            raise ModelError(f"model '{name}' is 2D only")
+        from medclass.classical.model import build_classical
+
+        model = build_classical(name, in_chans=in_chans, num_classes=num_classes, **kwargs)
+        model.spatial_dims = 2
+        return model
     if name.lower().startswith("timm/"):
         if spatial_dims not in (None, 2):
             raise ModelError(f"model '{name}' is 2D only; for volumes use e.g. smallcnn or resnet18_3d")

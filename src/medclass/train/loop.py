@@ -268,7 +268,7 @@ def _tta(cfg: RunConfig) -> list[str]:
 def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> dict[str, Any]:
     """The ``model.json`` content: everything inference needs besides the weights."""
     kwargs: dict[str, Any] = {"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {}
-    if not cfg.model.name.lower().startswith("timm/"):
+    if not cfg.model.name.lower().startswith(("timm/", "classical/")):
         from medclass.models.registry import check_input_size, model_info
 
         side = int(dataset.sample_shape[-1])
