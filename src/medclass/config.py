@@ -170,6 +170,8 @@ class TrainConfig:
             datasets get enough updates (0 = off).
         sampler: ``random`` (each row once per epoch, shuffled) or ``balanced`` (rows drawn with
             replacement so every class is equally likely).
+        max_minutes: Stop after the epoch that would make the next one exceed this training time
+            (the best epoch so far is kept; the learning-rate schedule is not compressed).
     """
 
     epochs: int = 20
@@ -182,6 +184,7 @@ class TrainConfig:
     ema: float = 0.0
     select_metric: str = "auc"
     sampler: str = "random"
+    max_minutes: float | None = None
 
 
 @dataclass

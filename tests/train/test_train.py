@@ -192,3 +192,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, make_npz, fast
     assert _same_weights(killed, reference)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _history(killed)]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in _history(reference)]
+
+
+def test_time_budget_stops_after_the_epoch_that_reaches_it(tmp_path, make_npz, run_cli, fast_config):
+    cfg = tmp_path / "budget.yaml"
+    cfg.write_text(fast_config.read_text().replace("  epochs: 2\n", "  epochs: 4\n  max_minutes: 0.00001\n"))
+    data = make_npz(tmp_path / "a.npz", sizes=(24, 8, 8), size=12)
+    res = run_cli("train", "--data", data, "--config", cfg, "--out", tmp_path / "r", "--quiet")
+    assert res.code == 0, res.err
+    assert "time budget of 1e-05 min reached after epoch 1 of 4" in res.out
+    assert len((tmp_path / "r" / "history.csv").read_text().splitlines()) == 2  # header and one epoch

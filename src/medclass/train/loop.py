@@ -435,6 +435,10 @@ def fit(
         write_text(out_dir / "history.csv", _history_csv(history))
         if bar is None:
             log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.4f} {_fmt_row(row)}")
+        spent = sum(r["seconds"] for r in history) / 60
+        if tc.max_minutes and epoch + 1 < epochs and spent + row["seconds"] / 60 > tc.max_minutes:
+            log(f"time budget of {tc.max_minutes:g} min reached after epoch {epoch + 1} of {epochs} ({spent:.1f} min)")
+            break
     if bar is not None:
         bar.close()
     return history
