@@ -266,7 +266,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medclass.predict import Predictor
     from medclass.utils.files import write_text
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, ensemble=args.ensemble, mc_samples=args.mc_dropout)
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint, ensemble=args.ensemble, mc_samples=args.mc_dropout, engine=args.engine, onnx_file=args.onnx
+    )
     try:
         pred = predictor.predict_paths(args.inputs, alpha=args.alpha)
     except ValueError as err:  # an alpha below the stored levels
@@ -355,13 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--alpha", type=float, help="miss rate of the conformal prediction sets (default: the checkpoint's, 0.1)"
     )
     _add_uncertainty_options(pr)
+    pr.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"])
+    pr.add_argument("--onnx", help="exported model for --engine onnxruntime (default RUN/model.onnx, made if missing)")
     pr.set_defaults(func=cmd_predict)
 
     from medclass.cli_data import add_data_commands
+    from medclass.cli_deploy import add_deploy_commands
     from medclass.cli_explain import add_explain_command
 
     add_data_commands(sub)
     add_explain_command(sub)
+    add_deploy_commands(sub)
     return p
 
 

@@ -52,8 +52,9 @@ class Predictor:
         batch_size: Images per forward pass.
     """
 
-    def __init__(self, model: nn.Module, meta: dict[str, Any], batch_size: int = 256) -> None:
+    def __init__(self, model: nn.Module, meta: dict[str, Any], batch_size: int = 256, session: Any = None) -> None:
         self.model = model.eval()
+        self.session = session  # an ONNX Runtime session of the exported graph, or None for PyTorch
         self.meta = meta
         self.task: str = meta["task"]
         self.label_names: list[str] = list(meta["label_names"])
@@ -64,7 +65,14 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, run_dir: str | Path, *, ensemble: Sequence[str | Path] = (), mc_samples: int = 0, **kwargs: Any
+        cls,
+        run_dir: str | Path,
+        *,
+        ensemble: Sequence[str | Path] = (),
+        mc_samples: int = 0,
+        engine: str = "torch",
+        onnx_file: str | Path | None = None,
+        **kwargs: Any,
     ) -> Predictor:
         """Load a run folder written by ``medclass train``.
 
@@ -73,6 +81,9 @@ class Predictor:
             ensemble: Further runs whose calibrated probabilities are averaged with this one's
                 (a deep ensemble); they must share task, labels and preprocessing.
             mc_samples: Monte Carlo dropout passes per model (0 = off).
+            engine: ``torch``, or ``onnxruntime`` to run the exported graph (``onnx_file``, default
+                ``RUN/model.onnx``, exported on first use with a parity check on random images).
+            onnx_file: The ONNX file for the ``onnxruntime`` engine (e.g. ``model.int8.onnx``).
             **kwargs: Passed to the constructor.
 
         With ``ensemble`` or ``mc_samples``, the model is a
@@ -81,6 +92,12 @@ class Predictor:
         validation), and predictions carry no prediction sets until then.
         """
         model, meta = load_model(run_dir)
+        if engine not in ("torch", "onnxruntime"):
+            raise DataError(f"--engine: unknown engine '{engine}' (use torch or onnxruntime)")
+        if engine == "onnxruntime":
+            if ensemble or mc_samples:
+                raise DataError("--engine onnxruntime runs one exported model; ensembles and MC dropout need torch")
+            return cls(model, meta, session=_onnx_session(Path(run_dir), model, meta, onnx_file), **kwargs)
         if not ensemble and not mc_samples:
             return cls(model, meta, **kwargs)
         from medclass.trust.ensemble import ProbabilityAverage
@@ -157,9 +174,16 @@ class Predictor:
 
     def predict_array(self, images: np.ndarray, *, where: str = "input") -> tuple[np.ndarray, np.ndarray]:
         """``(probs (N, K), labels)`` for an image array."""
-        x = self.prepare(images, where=where)
-        probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration)
+        probs = self.probs(self.prepare(images, where=where))
         return probs, self.decide(probs)
+
+    def probs(self, x: torch.Tensor) -> np.ndarray:
+        """Calibrated probabilities ``(N, K)`` of a prepared ``uint8`` stack, on the chosen engine."""
+        if self.session is not None:
+            from medclass.deploy.export import onnx_probs
+
+            return onnx_probs(self.session, x.numpy(), self.batch_size)
+        return predict_probs(self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration)
 
     def load_inputs(self, inputs: Sequence[str | Path]) -> tuple[torch.Tensor, list[str]]:
         """Read image files, folders, ``.npy`` and ``.npz`` inputs as the model's ``uint8`` ``(N, C, ...)`` stack.
@@ -183,9 +207,23 @@ class Predictor:
         ``alpha`` overrides the checkpoint's level for the conformal prediction sets.
         """
         x, sources = self.load_inputs(inputs)
-        probs = predict_probs(self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration)
+        probs = self.probs(x)
         sets, refer = self.referral(probs, alpha=alpha)
         return Prediction(probs, self.decide(probs), sources, sets, refer)
+
+
+def _onnx_session(run: Path, model: nn.Module, meta: dict[str, Any], onnx_file: str | Path | None) -> Any:
+    """An ONNX Runtime session of the run's exported graph (exported now when ``RUN/model.onnx`` is missing)."""
+    from medclass.deploy.export import export_onnx, onnx_session
+
+    path = Path(onnx_file) if onnx_file else run / "model.onnx"
+    if not path.is_file():
+        if onnx_file:
+            raise DataError(f"{path}: ONNX file not found (make one with medclass export)")
+        shape = (8, *meta["preprocessing"]["input_shape"])
+        images = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+        export_onnx(model, meta, path, check_images=images)
+    return onnx_session(path)
 
 
 def _read_input(path: Path, decode: dict[str, Any]) -> Iterator[tuple[np.ndarray, str]]:

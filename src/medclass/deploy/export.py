@@ -1,0 +1,199 @@
+"""ONNX export of a trained run: one graph from raw pixels to calibrated probabilities, checked against PyTorch.
+
+The exported graph takes ``float32`` pixels ``(N, C, ...)`` in 0..255 (any batch size) and returns
+``(N, K)`` probabilities: the checkpoint's normalisation, test-time augmentation views, calibration
+and output activation are all inside, so a consumer only resizes and stacks images. The run's
+``model.json`` travels in the ONNX metadata (``medclass`` key), with the parity check's result and,
+for int8 models, the test AUC before and after quantization.
+
+Contrast equalisation (``data.equalize``) is not in the graph: checkpoints that use it are refused.
+
+Parity: on real images of the run's data, the largest absolute probability difference between
+ONNX Runtime and PyTorch must be at most ``1e-4`` in fp32, or the export fails. Int8 static
+quantization (ONNX Runtime, QDQ, per-channel weights) is calibrated on training images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medclass.errors import MedclassError
+from medclass.tasks import logits_to_probs
+from medclass.transforms.tta import tta_views
+from medclass.trust.scaling import apply_calibration
+
+PARITY_TOLERANCE = 1e-4
+OPSET = 17
+
+
+class ExportError(MedclassError):
+    """An export that cannot be done, or whose output does not match PyTorch's."""
+
+
+class ProbabilityGraph(nn.Module):
+    """Raw pixels ``(N, C, ...)`` in 0..255 -> calibrated probabilities ``(N, K)``, as inference does it."""
+
+    def __init__(self, model: nn.Module, meta: dict[str, Any]) -> None:
+        super().__init__()
+        prep = meta["preprocessing"]
+        if prep.get("equalize"):
+            raise ExportError("checkpoints with contrast equalisation (data.equalize) cannot be exported to ONNX yet")
+        c = int(prep["channels"])
+        shape = (1, c) + (1,) * (len(prep["input_shape"]) - 1)
+        self.model = model.eval()
+        self.task = meta["task"]
+        self.calibration = meta.get("calibration")
+        self.views = list(prep.get("tta") or [])
+        self.register_buffer("scale", torch.tensor(float(prep["scale"])))
+        self.register_buffer("mean", torch.tensor(prep["mean"], dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(prep["std"], dtype=torch.float32).view(shape))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels * self.scale - self.mean) / self.std
+        views = tta_views(x, self.views) if self.views else [x]
+        logits = torch.stack([self.model(v) for v in views]).mean(0)
+        return logits_to_probs(apply_calibration(logits.float(), self.calibration), self.task)
+
+
+def onnx_session(path: Path) -> Any:
+    """An ONNX Runtime CPU session of ``path`` with all graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_probs(session: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Probabilities from an exported model's session for a ``uint8`` or float stack ``(N, C, ...)``."""
+    name = session.get_inputs()[0].name
+    outs = [
+        session.run(None, {name: np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32)})[0]
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def _set_metadata(path: Path, entries: dict[str, Any]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in entries.items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, json.dumps(value)
+    onnx.save(proto, str(path))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``medclass`` metadata of an exported model (``model.json`` content plus the export's checks)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: json.loads(p.value) for p in proto.metadata_props}
+
+
+def _quantize(fp32: Path, out: Path, calibration_images: np.ndarray) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(
+                np.array_split(calibration_images.astype(np.float32), max(1, len(calibration_images) // 32))
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"image": batch}
+
+    pre = out.with_suffix(".pre.onnx")
+    try:
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+def export_onnx(
+    model: nn.Module,
+    meta: dict[str, Any],
+    out: str | Path,
+    *,
+    check_images: np.ndarray,
+    quantize: str = "none",
+    calibration_images: np.ndarray | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Export ``model`` (with ``meta``) to ``out`` and check it; returns the metadata written.
+
+    Args:
+        model: The trained network.
+        meta: Its ``model.json`` content.
+        out: The ``.onnx`` file.
+        check_images: ``uint8`` images ``(N, C, ...)`` for the parity check.
+        quantize: ``none`` or ``int8``.
+        calibration_images: Training images for int8 calibration.
+        test: ``(images, labels)`` of the test split, to measure the AUC change of quantization.
+
+    Raises:
+        ExportError: Unknown quantization, equalisation in the checkpoint, or a parity failure.
+    """
+    from medclass.metrics import medmnist
+    from medclass.utils.files import atomic_path
+
+    if quantize not in ("none", "int8"):
+        raise ExportError(f"--quantize: unknown '{quantize}' (use none or int8)")
+    out = Path(out)
+    graph = ProbabilityGraph(model, meta).eval()
+    dummy = torch.as_tensor(check_images[:2], dtype=torch.float32)
+    with atomic_path(out.with_suffix(".fp32.onnx") if quantize == "int8" else out) as tmp:
+        torch.onnx.export(
+            graph,
+            (dummy,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["probs"],
+            dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        fp32_path = Path(tmp)
+        with torch.no_grad():
+            reference = graph(torch.as_tensor(check_images, dtype=torch.float32)).numpy()
+        diff = float(np.abs(onnx_probs(onnx_session(fp32_path), check_images) - reference).max())
+        if diff > PARITY_TOLERANCE:
+            raise ExportError(f"{out}: ONNX output differs from PyTorch by {diff:.2e} (limit {PARITY_TOLERANCE:g})")
+        entries: dict[str, Any] = {"medclass": meta, "parity_max_abs_diff": diff, "quantization": quantize}
+        if quantize == "none":
+            _set_metadata(fp32_path, entries)
+    if quantize == "int8":
+        fp32 = out.with_suffix(".fp32.onnx")
+        try:
+            if calibration_images is None:
+                raise ExportError("int8 quantization needs calibration images")
+            with atomic_path(out) as tmp:
+                _quantize(fp32, Path(tmp), calibration_images)
+                if test is not None:
+                    images, labels = test
+                    before = float(medmnist.auc(labels, onnx_probs(onnx_session(fp32), images), meta["task"]))
+                    after = float(medmnist.auc(labels, onnx_probs(onnx_session(Path(tmp)), images), meta["task"]))
+                    entries["int8_test_auc"] = {"fp32": before, "int8": after, "change": after - before}
+                _set_metadata(Path(tmp), entries)
+        finally:
+            fp32.unlink(missing_ok=True)
+    return entries

@@ -1,0 +1,76 @@
+"""ONNX export: parity with PyTorch (TTA and calibration in the graph), int8 with its AUC change, the ONNX engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from medclass.deploy.export import ExportError, export_onnx, onnx_probs, onnx_session, read_metadata
+from medclass.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def run_with_tta(tmp_path_factory, fast_config):
+    from tests.conftest import write_npz
+
+    from medclass.cli import main
+
+    root = tmp_path_factory.mktemp("export")
+    data = write_npz(root / "d.npz", sizes=(60, 20, 40), size=16)
+    cfg = yaml.safe_load(fast_config.read_text())
+    cfg["eval"]["tta"] = ["hflip", "shift"]
+    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert (
+        main(["train", "--data", str(data), "--config", str(root / "c.yaml"), "--out", str(root / "run"), "--quiet"])
+        == 0
+    )
+    return root / "run", data
+
+
+def test_export_matches_pytorch_with_tta_and_calibration(run_with_tta, run_cli):
+    run, data = run_with_tta
+    res = run_cli("export", "--checkpoint", run)
+    assert res.code == 0, res.err
+    path = run / "model.onnx"
+    meta = read_metadata(path)
+    assert meta["medclass"]["preprocessing"]["tta"] == ["hflip", "shift"] and meta["parity_max_abs_diff"] <= 1e-4
+    images = np.load(data)["test_images"][:, None]
+    torch_probs, _ = Predictor.from_checkpoint(run).predict_array(images)
+    np.testing.assert_allclose(onnx_probs(onnx_session(path), images), torch_probs, atol=1e-4)  # any batch size
+
+
+def test_int8_records_the_auc_change_and_the_engine_uses_it(run_with_tta, run_cli, tmp_path):
+    run, data = run_with_tta
+    out = tmp_path / "m8.onnx"
+    res = run_cli("export", "--checkpoint", run, "--quantize", "int8", "--out", out)
+    assert res.code == 0, res.err
+    q = read_metadata(out)["int8_test_auc"]
+    assert q["change"] == pytest.approx(q["int8"] - q["fp32"]) and "int8: test AUC" in res.out
+    pred = run_cli("predict", "--checkpoint", run, data, "--engine", "onnxruntime", "--onnx", out)
+    assert pred.code == 0, pred.err
+    torch_rows = run_cli("predict", "--checkpoint", run, data).out.splitlines()
+    onnx_rows = pred.out.splitlines()
+    assert len(onnx_rows) == len(torch_rows)
+    p_torch = np.array([float(r.split(",")[2]) for r in torch_rows[1:]])
+    p_onnx = np.array([float(r.split(",")[2]) for r in onnx_rows[1:]])
+    assert np.abs(p_torch - p_onnx).max() < 0.1  # int8: close, not equal
+
+
+def test_engine_exports_on_first_use_and_errors(tmp_path, make_npz, train_cli, run_cli):
+    data = make_npz(tmp_path / "d.npz", sizes=(24, 8, 8), size=12)
+    train_cli(data, tmp_path / "run")
+    res = run_cli("predict", "--checkpoint", tmp_path / "run", data, "--engine", "onnxruntime")
+    assert res.code == 0, res.err
+    assert (tmp_path / "run" / "model.onnx").is_file()
+    bad = run_cli(
+        "predict", "--checkpoint", tmp_path / "run", data, "--engine", "onnxruntime", "--onnx", tmp_path / "x.onnx"
+    )
+    assert bad.code == 2 and "ONNX file not found" in bad.err
+    model, meta = Predictor.from_checkpoint(tmp_path / "run").model, Predictor.from_checkpoint(tmp_path / "run").meta
+    images = np.zeros((2, 1, 12, 12), np.uint8)
+    with pytest.raises(ExportError, match="unknown 'int4'"):
+        export_onnx(model, meta, tmp_path / "m.onnx", check_images=images, quantize="int4")
+    eq = {**meta, "preprocessing": {**meta["preprocessing"], "equalize": {"method": "hist"}}}
+    with pytest.raises(ExportError, match="contrast equalisation"):
+        export_onnx(model, eq, tmp_path / "m.onnx", check_images=images)
