@@ -11,18 +11,17 @@ from medclass.predict import Predictor
 
 
 @pytest.fixture(scope="module")
-def run_with_tta(tmp_path_factory, fast_config):
-    from tests.conftest import write_npz
-
-    from medclass.cli import main
+def run_with_tta(tmp_path_factory, fast_config, make_npz, cli_main):
 
     root = tmp_path_factory.mktemp("export")
-    data = write_npz(root / "d.npz", sizes=(60, 20, 40), size=16)
+    data = make_npz(root / "d.npz", sizes=(60, 20, 40), size=16)
     cfg = yaml.safe_load(fast_config.read_text())
     cfg["eval"]["tta"] = ["hflip", "shift"]
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert (
-        main(["train", "--data", str(data), "--config", str(root / "c.yaml"), "--out", str(root / "run"), "--quiet"])
+        cli_main(
+            ["train", "--data", str(data), "--config", str(root / "c.yaml"), "--out", str(root / "run"), "--quiet"]
+        )
         == 0
     )
     return root / "run", data

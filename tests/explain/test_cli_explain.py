@@ -10,15 +10,13 @@ from PIL import Image
 
 
 @pytest.fixture(scope="module")
-def binary_run(tmp_path_factory, fast_config):
-    from tests.conftest import write_npz
-
-    from medclass.cli import main
+def binary_run(tmp_path_factory, fast_config, make_npz, cli_main):
 
     root = tmp_path_factory.mktemp("explain")
-    data = write_npz(root / "d.npz", sizes=(40, 12, 12), size=16)
+    data = make_npz(root / "d.npz", sizes=(40, 12, 12), size=16)
     assert (
-        main(["train", "--data", str(data), "--config", str(fast_config), "--out", str(root / "run"), "--quiet"]) == 0
+        cli_main(["train", "--data", str(data), "--config", str(fast_config), "--out", str(root / "run"), "--quiet"])
+        == 0
     )
     return root / "run", data
 

@@ -5,64 +5,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from medclass.errors import ModelError
 from medclass.explain.methods import METHODS, ClassScores, default_targets, saliency
 from medclass.models import create_model
-from medclass.models.base import Classifier
 
 
-class QuadrantModel(Classifier):
-    """Looks only at the top-left quadrant: logit = mean of those pixels (binary head, one logit)."""
-
-    default_cam_layer = "features"
-
-    def __init__(self, size: int = 16) -> None:
-        super().__init__(num_features=1, num_classes=1)
-        conv = nn.Conv2d(1, 1, 1, bias=False)
-        nn.init.ones_(conv.weight)
-        mask = torch.zeros(1, 1, size, size)
-        mask[..., : size // 2, : size // 2] = 1
-        self.register_buffer("mask", mask)
-        self.features = _Masked(conv, self.mask)
-        nn.init.constant_(self.fc.weight, 4.0)
-        nn.init.zeros_(self.fc.bias)
-
-
-class _Masked(nn.Module):
-    def __init__(self, conv: nn.Module, mask: torch.Tensor) -> None:
-        super().__init__()
-        self.conv, self.mask = conv, mask
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) * self.mask
-
-
-def _inputs(b: int = 3, size: int = 16) -> torch.Tensor:
-    return torch.rand(b, 1, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1 + 0.2
-
-
-def test_binary_scores_are_minus_z_and_z():
-    model = QuadrantModel().eval()
-    x = _inputs()
+def test_binary_scores_are_minus_z_and_z(quadrant):
+    model = quadrant.model().eval()
+    x = quadrant.inputs()
     z = model(x)
     assert torch.allclose(ClassScores(model, "binary")(x), torch.cat([-z, z], 1))
     assert torch.equal(ClassScores(model, "multiclass")(x), z)
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_maps_point_at_the_only_region_the_model_uses(method):
-    maps = saliency(QuadrantModel(), "binary", _inputs(), [1, 1, 1], method)
+def test_maps_point_at_the_only_region_the_model_uses(method, quadrant):
+    maps = saliency(quadrant.model(), "binary", quadrant.inputs(), [1, 1, 1], method)
     assert maps.shape == (3, 16, 16) and maps.min() >= 0 and maps.max() <= 1
     inside, outside = maps[:, :8, :8].mean(), maps[:, 8:, 8:].mean()
     assert inside > 0.2 and inside > 5 * outside, (inside, outside)
 
 
-def test_the_negative_class_of_a_binary_head_is_explained_as_such():
-    x = _inputs()
-    positive = saliency(QuadrantModel(), "binary", x, [1, 1, 1], "gradcam")
-    negative = saliency(QuadrantModel(), "binary", x, [0, 0, 0], "gradcam")
+def test_the_negative_class_of_a_binary_head_is_explained_as_such(quadrant):
+    x = quadrant.inputs()
+    positive = saliency(quadrant.model(), "binary", x, [1, 1, 1], "gradcam")
+    negative = saliency(quadrant.model(), "binary", x, [0, 0, 0], "gradcam")
     # Bright pixels in the quadrant argue for the positive class, dark ones for the negative: the two
     # maps cover disjoint pixels (a head passed as is would give the positive map for both).
     assert positive.max() == pytest.approx(1.0) and negative.max() == pytest.approx(1.0)
@@ -95,13 +63,13 @@ def test_every_family_and_volumes(name, kwargs, shape, method):
     assert maps.shape == (shape[0], *shape[2:]) and np.isfinite(maps).all()
 
 
-def test_errors_and_default_targets():
+def test_errors_and_default_targets(quadrant):
     with pytest.raises(ModelError, match="unknown explanation method 'lime'"):
-        saliency(QuadrantModel(), "binary", _inputs(), [1, 1, 1], "lime")
-    model = QuadrantModel()
+        saliency(quadrant.model(), "binary", quadrant.inputs(), [1, 1, 1], "lime")
+    model = quadrant.model()
     model.default_cam_layer = ""
     with pytest.raises(ModelError, match="names no default_cam_layer"):
-        saliency(model, "binary", _inputs(), [1, 1, 1], "gradcam")
+        saliency(model, "binary", quadrant.inputs(), [1, 1, 1], "gradcam")
     probs = np.array([[0.7, 0.3], [0.2, 0.8]])
     assert default_targets(probs, "binary", 0.25).tolist() == [1, 1]  # the operating threshold decides
     assert default_targets(probs, "multiclass").tolist() == [0, 1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.explain.test_methods import QuadrantModel, _inputs
 
 from medclass.explain.methods import saliency
 from medclass.explain.sanity import deletion_insertion, random_maps, randomisation_check, randomised_copy, spearman
@@ -35,8 +34,8 @@ def test_randomisation_check_reports_per_image_correlations():
     assert out["passed"] == (out["mean"] < 0.5)
 
 
-def test_a_true_map_deletes_faster_and_inserts_faster_than_random():
-    model, x = QuadrantModel(), _inputs(4)
+def test_a_true_map_deletes_faster_and_inserts_faster_than_random(quadrant):
+    model, x = quadrant.model(), quadrant.inputs(4)
     maps = saliency(model, "binary", x, [1] * 4, "integrated-gradients")
     true = deletion_insertion(model, "binary", x, [1] * 4, maps)
     rand = deletion_insertion(model, "binary", x, [1] * 4, random_maps(maps.shape))
