@@ -37,11 +37,44 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from medclass.errors import MedclassError
+    from medclass.predict import Predictor
+    from medclass.serve.app import create_app
+
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise MedclassError(f"{args.token_file}: cannot read the token file ({err.strerror})") from None
+        if not token:
+            raise MedclassError(f"{args.token_file}: the token file is empty")
+    predictor = Predictor.from_checkpoint(args.checkpoint, engine=args.engine)
+    app = create_app(predictor, run_dir=args.checkpoint, token=token, max_upload_mb=args.max_upload_mb)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def add_deploy_commands(sub: Any) -> None:
-    """Add ``export`` to the ``medclass`` subcommand parser."""
+    """Add ``export`` and ``serve`` to the ``medclass`` subcommand parser."""
     ex = sub.add_parser("export", help="export a run to ONNX (optionally int8), checked against PyTorch")
     ex.add_argument("--checkpoint", required=True, help="run folder")
     ex.add_argument("--format", default="onnx", choices=["onnx"])
     ex.add_argument("--quantize", default="none", choices=["none", "int8"])
     ex.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.int8.onnx)")
     ex.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("serve", help="a REST service and web page for a run (FastAPI)")
+    sv.add_argument("--checkpoint", required=True, help="run folder")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token-file", help="file holding the bearer token clients must send")
+    sv.add_argument("--max-upload-mb", type=float, default=50.0)
+    sv.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"])
+    sv.set_defaults(func=cmd_serve)

@@ -1,0 +1,1 @@
+"""The REST service and web page around the Predictor (``medclass serve``)."""

@@ -1,0 +1,273 @@
+"""``medclass serve``: the Predictor behind a small REST service (FastAPI) with a web page.
+
+Endpoints: ``POST /v1/predict`` and ``POST /v1/explain`` (multipart upload in field ``file``: an
+image or DICOM file), ``GET /v1/model`` (model card), ``GET /healthz``, ``GET /metrics``
+(Prometheus text) and ``GET /`` (the web page). With a token configured, every endpoint but
+``/healthz`` needs ``Authorization: Bearer <token>`` (compared in constant time). Uploads larger
+than the limit get 413, unreadable ones 400 with the reason; requests waiting longer than the
+timeout get 503. Concurrent predictions are gathered into micro-batches. Logs are one JSON object
+per request (path, status, milliseconds, request id) and never contain file names or contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import File, Request, UploadFile  # module level: FastAPI resolves the endpoints' annotations here
+
+from medclass.errors import MedclassError
+
+LOG = logging.getLogger("medclass.serve")
+
+
+class MicroBatcher:
+    """Collect concurrent prediction requests for up to ``window_s`` (or ``max_batch`` images) and run them together."""
+
+    def __init__(self, predict: Any, *, max_batch: int = 32, window_s: float = 0.005) -> None:
+        self.predict, self.max_batch, self.window_s = predict, max_batch, window_s
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+        self.batches = 0
+
+    async def submit(self, images: Any) -> np.ndarray:
+        """Probabilities of a ``uint8`` stack, computed within some micro-batch."""
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop or self.task is None or self.task.done():  # first use, or a new event loop
+            self.loop, self.queue = loop, asyncio.Queue()
+            self.task = loop.create_task(self._run(self.queue))
+        future = loop.create_future()
+        await self.queue.put((images, future))
+        return await future
+
+    async def _run(self, queue: asyncio.Queue) -> None:
+        import torch
+
+        while True:
+            items = [await queue.get()]
+            deadline = time.perf_counter() + self.window_s
+            while sum(len(i[0]) for i in items) < self.max_batch and (left := deadline - time.perf_counter()) > 0:
+                try:
+                    items.append(await asyncio.wait_for(queue.get(), left))
+                except TimeoutError:
+                    break
+            self.batches += 1
+            try:
+                stack = torch.cat([i[0] for i in items])
+                probs = await asyncio.get_running_loop().run_in_executor(None, self.predict, stack)
+            except Exception as err:  # noqa: BLE001 - every waiting request must get an answer
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            start = 0
+            for images, fut in items:
+                if not fut.done():
+                    fut.set_result(probs[start : start + len(images)])
+                start += len(images)
+
+
+class Metrics:
+    """Counters for ``/metrics`` in the Prometheus text format."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.seconds: dict[str, float] = {}
+        self.images = 0
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+        self.seconds[path] = self.seconds.get(path, 0.0) + seconds
+
+    def text(self) -> str:
+        lines = ["# TYPE medclass_requests_total counter"]
+        lines += [
+            f'medclass_requests_total{{path="{p}",status="{s}"}} {n}' for (p, s), n in sorted(self.requests.items())
+        ]
+        lines.append("# TYPE medclass_request_seconds_sum counter")
+        lines += [f'medclass_request_seconds_sum{{path="{p}"}} {v:.6f}' for p, v in sorted(self.seconds.items())]
+        lines += ["# TYPE medclass_images_total counter", f"medclass_images_total {self.images}"]
+        return "\n".join(lines) + "\n"
+
+
+def model_card(predictor: Any, run_dir: Path | None) -> dict[str, Any]:
+    """What ``GET /v1/model`` returns: data, task, labels, metrics with CIs, thresholds, intended use."""
+    from medclass import __version__
+
+    meta = predictor.meta
+    card: dict[str, Any] = {
+        "name": meta["architecture"]["name"],
+        "medclass_version": __version__,
+        "task": meta["task"],
+        "labels": meta["label_names"],
+        "training_data": meta.get("dataset"),
+        "input": {"shape": meta["preprocessing"]["input_shape"], "colour": meta["preprocessing"]["colour"]},
+        "operating_threshold": meta.get("threshold"),
+        "calibration": meta.get("calibration"),
+        "referral": meta.get("referral"),
+        "intended_use": "Decision support for trained readers on images like the training data; not a diagnosis. "
+        "Cases flagged 'refer' need a radiologist's read.",
+    }
+    metrics_file = run_dir / "metrics.json" if run_dir else None
+    if metrics_file and metrics_file.is_file():
+        test = json.loads(metrics_file.read_text()).get("splits", {}).get("test", {})
+        card["test_metrics"] = {k: test.get(k) for k in ("n", "auc", "auc_ci", "acc", "acc_ci") if k in test}
+    return card
+
+
+def create_app(
+    predictor: Any,
+    *,
+    run_dir: str | Path | None = None,
+    token: str | None = None,
+    max_upload_mb: float = 50.0,
+    timeout_s: float = 30.0,
+    max_batch: int = 32,
+) -> Any:
+    """The FastAPI application serving ``predictor`` (see the module docstring)."""
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+
+    from medclass.serve.page import PAGE
+
+    app = FastAPI(title="medclass", docs_url=None, redoc_url=None)
+    metrics = Metrics()
+    batcher = MicroBatcher(predictor.probs, max_batch=max_batch)
+    card = model_card(predictor, Path(run_dir) if run_dir else None)
+    limit = int(max_upload_mb * 1024 * 1024)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        t0, rid = time.perf_counter(), uuid.uuid4().hex[:12]
+        path = request.url.path
+        if token and path != "/healthz":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                response: Any = JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+                return _finish(response, path, t0, rid)
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit + 64 * 1024:
+            return _finish(JSONResponse({"error": f"upload larger than {max_upload_mb:g} MB"}, 413), path, t0, rid)
+        try:
+            response = await asyncio.wait_for(call_next(request), timeout_s)
+        except TimeoutError:
+            response = JSONResponse({"error": f"no answer within {timeout_s:g} s"}, status_code=503)
+        return _finish(response, path, t0, rid)
+
+    def _finish(response: Any, path: str, t0: float, rid: str) -> Any:
+        seconds = time.perf_counter() - t0
+        metrics.observe(path, response.status_code, seconds)
+        response.headers["x-request-id"] = rid
+        LOG.info(json.dumps({"event": "request", "path": path, "status": response.status_code,
+                             "ms": round(1000 * seconds, 2), "request_id": rid}))  # fmt: skip
+        return response
+
+    async def read_upload(file: UploadFile) -> Any:
+        """The upload as the model's ``uint8`` stack (400/413 as ``MedclassError`` subclasses' messages)."""
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise _HTTPProblem(413, f"upload larger than {max_upload_mb:g} MB")
+        suffix = Path(file.filename or "").suffix.lower()[:10]
+        with tempfile.TemporaryDirectory(prefix="medclass-upload-") as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            try:
+                images, _ = predictor.load_inputs([path])
+            except MedclassError as err:
+                raise _HTTPProblem(400, str(err).replace(str(path), "upload")) from None
+        return images
+
+    @app.exception_handler(Exception)
+    async def problems(request: Request, exc: Exception) -> Any:
+        if isinstance(exc, _HTTPProblem):
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        LOG.error(json.dumps({"event": "error", "path": request.url.path, "type": type(exc).__name__}))
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    @app.post("/v1/predict")
+    async def predict(file: UploadFile = File(...)) -> Any:  # noqa: B008 - FastAPI's declaration style
+        try:
+            images = await read_upload(file)
+        except _HTTPProblem as p:
+            return JSONResponse({"error": p.message}, status_code=p.status)
+        probs = await batcher.submit(images)
+        metrics.images += len(images)
+        labels = predictor.decide(probs)
+        sets, refer = predictor.referral(probs)
+        names = predictor.label_names
+        results = []
+        for i in range(len(probs)):
+            item: dict[str, Any] = {"probabilities": dict(zip(names, map(float, probs[i]), strict=True))}
+            if predictor.task == "multilabel":
+                item["decision"] = [n for n, v in zip(names, labels[i], strict=True) if v]
+            else:
+                item["decision"] = names[int(labels[i])]
+            if sets is not None:
+                item["prediction_set"] = [n for n, v in zip(names, sets[i], strict=True) if v]
+                item["refer"] = bool(refer[i])
+            results.append(item)
+        body = {"model": card["name"], "threshold": predictor.threshold, **results[0]}
+        if len(results) > 1:  # a multi-frame file or volume stack: one result per image
+            body["images"] = results
+        return body
+
+    @app.post("/v1/explain")
+    async def explain(file: UploadFile = File(...)) -> Any:  # noqa: B008
+        from medclass.explain.methods import default_targets, saliency
+        from medclass.explain.output import overlay
+        from medclass.train.loop import to_input
+
+        try:
+            images = (await read_upload(file))[:1]
+        except _HTTPProblem as p:
+            return JSONResponse({"error": p.message}, status_code=p.status)
+        probs = await batcher.submit(images)
+        target = default_targets(probs, predictor.task, predictor.threshold)
+        try:
+            heat = saliency(predictor.model, predictor.task, to_input(images, predictor.prep), target, "gradcam")[0]
+        except MedclassError as err:
+            return JSONResponse({"error": str(err)}, status_code=422)
+        image = images[0].numpy()
+        if heat.ndim == 3:
+            image, heat = image[:, heat.shape[0] // 2], heat[heat.shape[0] // 2]
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(overlay(image, heat)).save(buf, format="PNG")
+        return Response(buf.getvalue(), media_type="image/png")
+
+    @app.get("/v1/model")
+    async def model() -> Any:
+        return card
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus() -> Any:
+        return PlainTextResponse(metrics.text())
+
+    @app.get("/")
+    async def page() -> Any:
+        return HTMLResponse(PAGE)
+
+    app.state.batcher = batcher
+    return app
+
+
+class _HTTPProblem(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message

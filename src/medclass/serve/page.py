@@ -1,0 +1,85 @@
+"""The web page served at ``/``: drop an image or DICOM file, or many, and read the results or a triage list."""
+
+from __future__ import annotations
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>medclass</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font:15px system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1b1b1b}
+#drop{border:2px dashed #888;border-radius:8px;padding:2rem;text-align:center;cursor:pointer}
+#drop.over{background:#eef5fb}
+table{border-collapse:collapse;width:100%;margin-top:1rem}
+td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left}
+.refer{color:#b00;font-weight:600}img.heat{width:224px;image-rendering:pixelated}
+</style></head><body>
+<h1>medclass</h1><p id="card">Loading model&hellip;</p>
+<label>Bearer token (if the service needs one): <input id="token" type="password"></label>
+<div id="drop" tabindex="0">Drop an image or DICOM file here, or several for a triage list (or click to choose)
+<input id="files" type="file" multiple hidden></div>
+<div id="single"></div>
+<table id="triage" hidden><thead><tr><th>file</th><th id="urgent">p</th><th>decision</th><th>refer</th></tr></thead>
+<tbody></tbody></table>
+<script>
+const $ = (id) => document.getElementById(id);
+let card = null;
+const auth = () => ($("token").value ? {Authorization: "Bearer " + $("token").value} : {});
+async function loadCard() {
+  const r = await fetch("/v1/model", {headers: auth()});
+  if (!r.ok) { $("card").textContent = "Model card: " + r.status + " (token?)"; return; }
+  card = await r.json();
+  $("card").textContent = `${card.name}: ${card.task}, labels ${card.labels.join(", ")}; ` +
+    `operating threshold ${card.operating_threshold ?? "argmax"}`;
+}
+function upload(file) { const f = new FormData(); f.append("file", file); return f; }
+async function predict(file) {
+  const r = await fetch("/v1/predict", {method: "POST", body: upload(file), headers: auth()});
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || r.status);
+  return body;
+}
+function urgentLabel() { return card ? card.labels[card.labels.length - 1] : null; }
+async function showOne(file) {
+  const out = $("single"); out.innerHTML = "";
+  try {
+    const res = await predict(file);
+    const rows = Object.entries(res.probabilities).map(([k, v]) => `<tr><td>${k}</td><td>${v.toFixed(3)}</td></tr>`);
+    out.innerHTML = `<h2>${file.name}</h2><p id="decision">Decision: <b>${res.decision}</b>` +
+      (res.refer ? ' <span class="refer">refer to a radiologist</span>' : "") +
+      ` (threshold ${res.threshold ?? "argmax"})</p><table>${rows.join("")}</table>`;
+    const h = await fetch("/v1/explain", {method: "POST", body: upload(file), headers: auth()});
+    if (h.ok) {
+      const img = document.createElement("img"); img.className = "heat"; img.alt = "heat map";
+      img.src = URL.createObjectURL(await h.blob()); out.appendChild(img);
+    }
+  } catch (e) { out.textContent = "Error: " + e.message; }
+}
+async function triage(files) {
+  $("single").innerHTML = ""; const label = urgentLabel(); $("urgent").textContent = "p(" + label + ")";
+  const rows = [];
+  for (const f of files) {
+    try { const r = await predict(f); rows.push([f.name, r.probabilities[label], r.decision, r.refer]); }
+    catch (e) { rows.push([f.name, -1, "error: " + e.message, false]); }
+  }
+  rows.sort((a, b) => b[1] - a[1]);
+  $("triage").tBodies[0].innerHTML = rows.map((r) =>
+    `<tr><td>${r[0]}</td><td>${r[1] < 0 ? "-" : r[1].toFixed(3)}</td><td>${r[2]}</td>` +
+    `<td class="${r[3] ? "refer" : ""}">${r[3] ? "refer" : ""}</td></tr>`).join("");
+  $("triage").hidden = false;
+}
+function handle(files) {
+  files = [...files];
+  if (files.length === 1) showOne(files[0]); else if (files.length) triage(files);
+}
+const drop = $("drop");
+drop.addEventListener("click", () => $("files").click());
+$("files").addEventListener("change", (e) => handle(e.target.files));
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault(); drop.classList.remove("over"); handle(e.dataTransfer.files);
+});
+$("token").addEventListener("change", loadCard);
+loadCard();
+</script></body></html>
+"""
