@@ -1,0 +1,172 @@
+"""Inference benchmark: end-to-end images/s and single-image latency per engine and precision, against the GEMM roof.
+
+For each model (untrained weights: speed does not depend on them) it measures, on this machine:
+
+* end-to-end throughput over ``--images`` PNG files: decode, resize, model, probabilities, in
+  batches of ``--batch``, for PyTorch eager (the baseline), ONNX Runtime fp32 and int8;
+* single-image latency p50/p99 (model only, batch 1);
+* achieved GFLOP/s (model FLOPs x images/s) divided by the measured fp32 matrix-multiply roof (a
+  large ``torch.matmul``), the share of the machine's peak the engine reaches (int8 can pass 100%:
+  its arithmetic is not fp32's).
+
+Writes ``BENCHMARKS.md`` (``inference`` section) and ``bench/results/inference.json``.
+
+Usage:
+    python bench/inference.py [--models resnet18_224 densenet121 smallcnn] [--images 256] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from benchmd import update_section  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "inference.json"
+SIZES = {"resnet18_224": 224, "densenet121": 224, "smallcnn": 28}
+
+
+def gemm_roof(n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an ``n`` x ``n`` matrix product on this machine."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def model_gflops(model: torch.nn.Module, size: int) -> float:
+    """Forward GFLOPs of one ``1 x size x size`` image (multiply-adds x 2), counted by PyTorch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 1, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def make_run(name: str, size: int, root: Path) -> Path:
+    """A run folder with an untrained ``name`` for 1-channel ``size`` px binary inputs (speed only)."""
+    from medclass.checkpoint import save_model
+    from medclass.config import RunConfig
+    from medclass.data.dataset import Dataset, Split
+    from medclass.train.loop import build_model, model_meta
+
+    cfg = RunConfig()
+    cfg.model.name = name
+    split = Split(torch.zeros(2, 1, size, size, dtype=torch.uint8), np.array([0.0, 1.0], np.float32))
+    ds = Dataset("speed", "binary", ["neg", "pos"], {"train": split, "val": split, "test": split}, source="synthetic")
+    meta = model_meta(cfg, ds, threshold=0.5)
+    run = root / name
+    save_model(run, build_model(meta["architecture"]).eval(), meta)
+    return run
+
+
+def write_pngs(folder: Path, n: int, size: int) -> list[Path]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = folder / f"{i:05d}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def end_to_end(predictor: object, paths: list[Path], batch: int) -> float:
+    """Images/s for decode + preprocess + model + probabilities over ``paths``, in batches."""
+    t0 = time.perf_counter()
+    for i in range(0, len(paths), batch):
+        predictor.predict_paths(paths[i : i + batch])  # type: ignore[attr-defined]
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def latency(predictor: object, image: np.ndarray, repeats: int = 50) -> tuple[float, float]:
+    """p50 and p99 milliseconds of one-image prediction (already decoded)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.predict_array(image)  # type: ignore[attr-defined]
+        times.append(1000 * (time.perf_counter() - t0))
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def main() -> None:
+    from medclass.deploy.export import export_onnx
+    from medclass.predict import Predictor
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(SIZES))
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    command = "python bench/inference.py " + " ".join(sys.argv[1:])
+    roof = gemm_roof()
+    print(f"fp32 GEMM roof: {roof:.0f} GFLOP/s", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for name in args.models:
+            size = SIZES.get(name, 224)
+            run = make_run(name, size, root)
+            folder = root / f"png{size}"
+            folder.mkdir(exist_ok=True)
+            paths = sorted(folder.glob("*.png")) or write_pngs(folder, args.images, size)
+            torch_pred = Predictor.from_checkpoint(run)
+            gflops = model_gflops(torch_pred.model, size)
+            rng = np.random.default_rng(1)
+            calib = rng.integers(0, 256, (64, 1, size, size), dtype=np.uint8)
+            export_onnx(torch_pred.model, torch_pred.meta, run / "model.int8.onnx", check_images=calib[:8],
+                        quantize="int8", calibration_images=calib)  # fmt: skip
+            engines = {
+                "torch eager fp32": torch_pred,
+                "onnxruntime fp32": Predictor.from_checkpoint(run, engine="onnxruntime"),
+                "onnxruntime int8": Predictor.from_checkpoint(
+                    run, engine="onnxruntime", onnx_file=run / "model.int8.onnx"
+                ),
+            }
+            base = None
+            for engine, pred in engines.items():
+                end_to_end(pred, paths[: args.batch], args.batch)  # warm-up
+                rate = end_to_end(pred, paths, args.batch)
+                p50, p99 = latency(pred, calib[0, 0])
+                base = base or rate
+                row = {"model": name, "size": size, "engine": engine, "img_s": rate, "ratio": rate / base}
+                row.update(p50_ms=p50, p99_ms=p99, gflop_s=gflops * rate, roof_share=gflops * rate / roof)
+                rows.append(row)
+                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"command": command, "roof_gflop_s": roof, "rows": rows}, indent=2))
+    lines = [
+        f"Command: `{command}` ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}). End to end: "
+        f"PNG decode, resize, model, probabilities, batches of {args.batch}. Latency: one decoded image. "
+        f"fp32 GEMM roof measured in the same run: {roof:.0f} GFLOP/s.",
+        "",
+        "| model | px | engine | images/s | vs eager | p50 ms | p99 ms | GFLOP/s | share of roof |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['size']} | {r['engine']} | {r['img_s']:.0f} | {r['ratio']:.2f}x | {r['p50_ms']:.1f} | "
+        f"{r['p99_ms']:.1f} | {r['gflop_s']:.0f} | {100 * r['roof_share']:.0f}% |"
+        for r in rows
+    ]
+    update_section("inference", "Inference: engines, precision and the roof", "\n".join(lines + [""]))
+
+
+if __name__ == "__main__":
+    main()
