@@ -98,3 +98,14 @@ def test_concurrent_requests_share_micro_batches(run):
     assert sum(calls) == len(images) and len(calls) < len(images)  # gathered, not one call per request
     for x, p in zip(images, results, strict=True):
         np.testing.assert_allclose(p, predictor.probs(x), atol=1e-6)
+
+
+def test_checked_in_openapi_spec_is_current():
+    from pathlib import Path
+
+    from medclass.serve.app import openapi_spec
+
+    spec = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
+    regenerate = "python -m medclass.serve.openapi > docs/openapi.json"
+    assert spec == json.loads(json.dumps(openapi_spec())), f"docs/openapi.json is stale: {regenerate}"
+    assert {"/v1/predict", "/v1/explain", "/v1/model", "/healthz", "/metrics"} <= set(spec["paths"])

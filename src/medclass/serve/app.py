@@ -271,3 +271,22 @@ class _HTTPProblem(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The service's OpenAPI document (it does not depend on the model; ``docs/openapi.json`` holds a copy)."""
+    from types import SimpleNamespace
+
+    stub = SimpleNamespace(
+        meta={
+            "architecture": {"name": "model"},
+            "task": "binary",
+            "label_names": ["negative", "positive"],
+            "preprocessing": {"input_shape": [1, 28, 28], "colour": "grey"},
+        },
+        probs=lambda x: x,
+        label_names=["negative", "positive"],
+        task="binary",
+        threshold=None,
+    )
+    return create_app(stub).openapi()
