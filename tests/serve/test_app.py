@@ -76,6 +76,9 @@ def test_token_limits_and_bad_files(run):
     assert big.status_code == 413
     bad = client.post("/v1/predict", files={"file": ("a.png", b"not an image")}, headers=auth)
     assert bad.status_code == 400 and "upload" in bad.json()["error"] and "/tmp" not in bad.json()["error"]
+    wrong_type = client.post("/v1/predict", json={"image": [1, 2, 3]}, headers=auth)
+    assert wrong_type.status_code == 422  # no multipart 'file' field
+    assert client.get("/healthz").json() == {"status": "ok"}  # still healthy after all of that
 
 
 def test_concurrent_requests_share_micro_batches(run):
