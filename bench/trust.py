@@ -78,7 +78,7 @@ def measure(run: Path) -> dict:
     test = metrics["splits"]["test"]
     cal = test["calibration"]
     row = {
-        "dataset": dataset.name,
+        "dataset": f"{dataset.name} ({cfg.recipe or 'no'} recipe)",
         "temperature": cal.get("temperature"),
         "ece_before": cal["uncalibrated"]["ece"],
         "ece": cal["ece"],
