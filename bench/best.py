@@ -92,6 +92,7 @@ def main() -> None:
                     results.setdefault(name, {}).setdefault(key, value)
             RESULTS.write_text(json.dumps({"results": results, "command": command.strip()}, indent=2))
             update_section("best", "The best recipe (28 px, 3 seeds)", render(results, command.strip()))
+    update_section("best", "The best recipe (28 px, 3 seeds)", render(results, command.strip()))
 
 
 if __name__ == "__main__":
