@@ -21,6 +21,7 @@ from medclass.classical.model import ClassicalModel, build_classical, features_o
 from medclass.config import RunConfig, dump_yaml
 from medclass.data.dataset import Dataset
 from medclass.errors import ConfigError
+from medclass.trust.scaling import fit_vector_scaling
 from medclass.utils.files import write_text
 
 _MAX_DESCRIPTORS = 100_000
@@ -66,30 +67,6 @@ def _fit_svms(x: np.ndarray, labels: np.ndarray, task: str, k: int, *, balanced:
         svm.fit(x[known], y)
         coef[j], intercept[j] = svm.coef_[0], svm.intercept_[0]
     return coef, intercept
-
-
-def _fit_platt(decision: np.ndarray, labels: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """Scale ``a`` and offset ``b`` per output minimising the validation NLL of ``a * decision + b``."""
-    from medclass.trust.scaling import _nll
-
-    z = torch.as_tensor(decision, dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(labels, dtype=np.float64))
-    if task == "binary":
-        y = y.view(-1, 1)
-    a = torch.ones(z.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
-    if torch.isnan(y).all():
-        return np.ones(z.shape[1]), np.zeros(z.shape[1])
-    opt = torch.optim.LBFGS([a, b], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = _nll(z * a + b, y, "multilabel" if task == "multilabel" else task) + 1e-4 * (a.pow(2).sum())
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return a.detach().numpy(), b.detach().numpy()
 
 
 def fit_classical(cfg: RunConfig, dataset: Dataset, out_dir: str | Path, *, meta: dict[str, Any]) -> list[dict]:
@@ -139,8 +116,8 @@ def fit_classical(cfg: RunConfig, dataset: Dataset, out_dir: str | Path, *, meta
     model.load_state_dict({**model.state_dict(), **state})
     val_feats = (features_of(_grey(val.images), kind, vocab) - mean) / scale
     decision = model.forward_head(torch.from_numpy(val_feats.astype(np.float32)), pre_logits=True).numpy()
-    a, b = _fit_platt(decision, val.labels, dataset.task)
-    model.platt_a, model.platt_b = torch.from_numpy(a.astype(np.float32)), torch.from_numpy(b.astype(np.float32))
+    a, b = fit_vector_scaling(decision, val.labels, dataset.task)  # Platt scaling per output
+    model.platt_a, model.platt_b = torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
     checkpoint.save_model(out_dir, model.eval(), meta)
     history = [{"epoch": 1, "seconds": round(time.perf_counter() - t0, 2)}]
     write_text(out_dir / "history.csv", "epoch,seconds\n" + f"1,{history[0]['seconds']}\n")

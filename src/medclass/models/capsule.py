@@ -19,6 +19,7 @@ primary-capsule convolution.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
@@ -144,25 +145,14 @@ class CapsNet(nn.Module):
         self.classes = ClassCapsules(self.num_primary, self.caps_dim, max(num_classes, 1), routing=self.routing)
 
 
-@register_model(
-    "capsnet",
-    family="capsule",
-    sizes=(28, 64),
-    min_size=8,
-    takes_img_size=True,
-    description="Capsule network, dynamic routing (Sabour et al. 2017), light stem",
-)
-def capsnet(*, in_chans: int = 1, num_classes: int = 2, img_size: int = 28, **kw) -> CapsNet:
-    return CapsNet(in_chans=in_chans, num_classes=num_classes, img_size=img_size, routing="dynamic", **kw)
+def _capsnet(routing: str, *, in_chans: int = 1, num_classes: int = 2, img_size: int = 28, **kw) -> CapsNet:
+    return CapsNet(in_chans=in_chans, num_classes=num_classes, img_size=img_size, routing=routing, **kw)
 
 
-@register_model(
-    "capsnet_sa",
-    family="capsule",
-    sizes=(28, 64),
-    min_size=8,
-    takes_img_size=True,
-    description="Capsule network, self-attention routing (Efficient-CapsNet, Mazzia et al. 2021)",
-)
-def capsnet_sa(*, in_chans: int = 1, num_classes: int = 2, img_size: int = 28, **kw) -> CapsNet:
-    return CapsNet(in_chans=in_chans, num_classes=num_classes, img_size=img_size, routing="attention", **kw)
+for _name, _routing, _desc in (
+    ("capsnet", "dynamic", "Capsule network, dynamic routing (Sabour et al. 2017), light stem"),
+    ("capsnet_sa", "attention", "Capsule network, self-attention routing (Efficient-CapsNet, Mazzia et al. 2021)"),
+):
+    register_model(_name, family="capsule", sizes=(28, 64), min_size=8, takes_img_size=True, description=_desc)(
+        partial(_capsnet, _routing)
+    )

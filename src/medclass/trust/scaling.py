@@ -74,13 +74,17 @@ def fit_temperature(logits: Any, labels: Any, task: str, *, max_iter: int = 200,
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
-def fit_vector_scaling(logits: Any, labels: Any, *, max_iter: int = 300) -> tuple[list[float], list[float]]:
-    """Per-class ``w`` and ``b`` minimising the NLL of ``softmax(z * w + b)`` (multi-class).
+def fit_vector_scaling(
+    logits: Any, labels: Any, task: str = "multiclass", *, max_iter: int = 300
+) -> tuple[list[float], list[float]]:
+    """Per-output ``w`` and ``b`` minimising the NLL of ``z * w + b`` (softmax for multi-class, sigmoid otherwise).
+
+    For a binary head's single logit this is Platt scaling.
 
     Returns:
-        ``(w, b)``, lists of length K.
+        ``(w, b)``, lists of one value per output.
     """
-    z, y = _as_tensors(logits, labels, "multiclass")
+    z, y = _as_tensors(logits, labels, task)
     k = z.shape[1]
     w = torch.ones(k, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
@@ -90,7 +94,7 @@ def fit_vector_scaling(logits: Any, labels: Any, *, max_iter: int = 300) -> tupl
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = _nll(z * w + b, y, "multiclass")
+        loss = _nll(z * w + b, y, task)
         loss.backward()
         return loss
 
