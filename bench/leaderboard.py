@@ -3,13 +3,17 @@
 For each dataset and model, ``medclass train --data D --model M --recipe default --seed S`` with
 ``train.max_minutes`` as the per-run budget, the image size each model needs (``--image-size``,
 resized from the dataset's own), then the test AUC/ACC, parameters, training minutes and
-single-process inference images/s. Results are saved after every run (``bench/results/
-leaderboard.json``), runs already recorded are skipped, and ``BENCHMARKS.md`` gets the table
-(``leaderboard`` section), beside the MedMNIST v2 rows and MedMNIST+'s best 28 px accuracies.
+inference images/s. Results are saved after every run (``bench/results/leaderboard-<dataset>.json``,
+so one process per dataset can run side by side), runs already recorded are skipped, and
+``BENCHMARKS.md`` gets the table (``leaderboard`` section) of every dataset recorded, beside the
+MedMNIST v2 rows and MedMNIST+'s best 28 px accuracies.
+
+``mednist64`` is the MedNIST folder under ``--data`` at 64 px (duplicates dropped, seeded split).
+Threads follow ``OMP_NUM_THREADS``; the table states the count used.
 
 Usage:
-    python bench/leaderboard.py [--datasets pneumoniamnist breastmnist] [--models smallcnn capsnet ...]
-        [--seeds 0 1 2] [--minutes 15]
+    OMP_NUM_THREADS=1 python bench/leaderboard.py [--datasets pneumoniamnist breastmnist mednist64]
+        [--models smallcnn capsnet ...] [--seeds 0 1 2] [--minutes 1.5]
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from benchmd import update_section  # noqa: E402
 from runs import mean_sd, train_and_read  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "leaderboard.json"
+RESULTS = ROOT / "bench" / "results"
+FOLDERS = {"mednist64": ("mednist", 64)}  # name: (folder under --data, image size)
 MODELS = (
     "smallcnn",
     "shallow_cnn",
@@ -77,30 +82,75 @@ def inference_rate(run: Path, images: object, repeats: int = 3) -> float:
     return best
 
 
-def render(results: dict, command: str) -> str:
+def _reference_lines(dataset: str, columns: int) -> list[str]:
     from medclass.evaluate import reference_rows
 
-    lines = [
-        f"Command: `{command}` ({platform.machine()}, {os.cpu_count()} cores). Test split, mean ± sd over seeds; the "
-        "default recipe with each model, stopped at the per-run time budget.",
-        "",
-    ]
-    for dataset, models in results.items():
-        lines += [f"### {dataset}", "", "| model | seeds | test AUC | test ACC | params | train min | infer img/s |"]
-        lines.append("|---|---|---|---|---|---|---|")
-        for r in reference_rows(dataset):
-            lines.append(f"| {r['method']} (MedMNIST v2) | | {r['auc']:.3f} | {r['acc']:.3f} | | | |")
-        if dataset in MEDMNIST_PLUS_28:
-            lines.append(f"| best 28 px (MedMNIST+) | | | {MEDMNIST_PLUS_28[dataset]:.3f} | | | |")
-        for model, runs in models.items():
-            rs = list(runs.values())
-            lines.append(
-                f"| {model} | {len(rs)} | {mean_sd([r['auc'] for r in rs])} | {mean_sd([r['acc'] for r in rs])} | "
-                f"{rs[0]['params']:,} | {statistics.mean(r['minutes'] for r in rs):.1f} | "
-                f"{statistics.mean(r['img_s'] for r in rs):.0f} |"
-            )
-        lines.append("")
+    blank = " |" * (columns - 4)
+    rows = reference_rows(dataset)
+    lines = [f"| {r['method']} (MedMNIST v2) | | {r['auc']:.3f} | {r['acc']:.3f} |{blank}" for r in rows]
+    if dataset in MEDMNIST_PLUS_28:
+        lines.append(f"| best 28 px (MedMNIST+) | | | {MEDMNIST_PLUS_28[dataset]:.3f} |{blank}")
+    return lines
+
+
+def render(saved: dict[str, dict], *, gpu: bool = False) -> str:
+    """Markdown: one table per dataset recorded in ``saved`` (dataset: {"command", "threads", "results"}).
+
+    ``gpu`` tables have no budget and no CPU inference column; their minutes are GPU training minutes.
+    """
+    if gpu:
+        head = (
+            "Each model trained with the default recipe's full schedule (no time budget) on one GPU, "
+            "several runs side by side: the accuracy each architecture reaches when compute is not the limit."
+        )
+        columns = ["model", "seeds", "test AUC", "test ACC", "params", "GPU train min"]
+    else:
+        head = (
+            f"{platform.machine()}, {os.cpu_count()} cores. Test split, mean ± sd over seeds; the default recipe with "
+            "each model, its learning-rate schedule fitted to the per-run training budget. Inference: "
+            "`Predictor.predict_array` on 256 test images, best of 3, with the run's thread count."
+        )
+        columns = ["model", "seeds", "test AUC", "test ACC", "params", "train min", "infer img/s"]
+    lines = [head, ""]
+    for dataset, entry in saved.items():
+        models = entry["results"]
+        where = entry.get("device") or f"{entry['threads']} thread(s) per run"
+        lines += [f"### {dataset}", "", f"Command: `{entry['command']}` ({where}).", ""]
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += _reference_lines(dataset, len(columns))
+        failed = []
+        rank = {m: i for i, m in enumerate(MODELS)}
+        for model, runs in sorted(models.items(), key=lambda kv: rank.get(kv[0], len(rank))):
+            rs = [r for r in runs.values() if "error" not in r]
+            failed += [f"{model} (seed {k}): {r['error']}" for k, r in runs.items() if "error" in r]
+            if not rs:
+                continue
+            row = [model, str(len(rs)), mean_sd([r["auc"] for r in rs]), mean_sd([r["acc"] for r in rs])]
+            row += [f"{rs[0]['params']:,}", f"{statistics.mean(r['minutes'] for r in rs):.1f}"]
+            if not gpu:
+                row.append(f"{statistics.mean(r['img_s'] for r in rs):.0f}")
+            lines.append("| " + " | ".join(row) + " |")
+        lines += [""] + [f"- failed: {f}" for f in failed] + ([""] if failed else [])
     return "\n".join(lines)
+
+
+def _result_files(gpu: bool) -> list[Path]:
+    order = {"pneumoniamnist": 0, "breastmnist": 1}
+    prefix = "leaderboard-gpu-" if gpu else "leaderboard-"
+    files = [f for f in RESULTS.glob(f"{prefix}*.json") if gpu or not f.stem.startswith("leaderboard-gpu-")]
+    return sorted(files, key=lambda f: (order.get(f.stem.removeprefix(prefix), 2), f.stem))
+
+
+def render_all() -> None:
+    """Rewrite the ``leaderboard`` (CPU) and ``leaderboard-gpu`` sections of ``BENCHMARKS.md`` from saved results."""
+    for gpu, name, heading in (
+        (False, "leaderboard", "Leaderboard: architectures side by side"),
+        (True, "leaderboard-gpu", "Leaderboard without a time budget (GPU)"),
+    ):
+        prefix = "leaderboard-gpu-" if gpu else "leaderboard-"
+        saved = {f.stem.removeprefix(prefix): json.loads(f.read_text()) for f in _result_files(gpu)}
+        if saved:
+            update_section(name, heading, render(saved, gpu=gpu))
 
 
 def main() -> None:
@@ -108,39 +158,60 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "breastmnist"])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--minutes", type=float, default=15.0, help="training budget per run")
+    ap.add_argument("--minutes", type=float, default=1.5, help="training budget per run (CPU)")
+    ap.add_argument("--device", default="cpu", help="cuda: train without a budget on the GPU, no inference timing")
+    ap.add_argument("--results", help="results file (default bench/results/leaderboard[-gpu]-<dataset>.json)")
+    ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from saved results")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding mednist/")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-leaderboard"))
     args = ap.parse_args()
+    if args.render:
+        render_all()
+        return
     command = "python bench/leaderboard.py " + " ".join(sys.argv[1:])
+    gpu = args.device != "cpu"
+    import torch
+
     from medclass.data.sources import load_dataset
 
-    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results: dict = saved.get("results", {})
     for dataset in args.datasets:
-        data = load_dataset(dataset)
+        file = Path(args.results) if args.results else RESULTS / f"leaderboard{'-gpu' if gpu else ''}-{dataset}.json"
+        entry = json.loads(file.read_text()) if file.exists() else {"results": {}}
+        entry.update(command=command, threads=torch.get_num_threads())
+        if gpu:
+            entry["device"] = torch.cuda.get_device_name(0)
+        results: dict = entry["results"]
+        spec, native = dataset, None
+        if dataset in FOLDERS:
+            spec, native = str(Path(args.data) / FOLDERS[dataset][0]), FOLDERS[dataset][1]
+        data = load_dataset(spec, image_size=native)
         native = int(data.sample_shape[-1])
         test_images = data.splits["test"].images[:256].numpy()
         for model in args.models:
             for seed in args.seeds:
-                runs = results.setdefault(dataset, {}).setdefault(model, {})
+                runs = results.setdefault(model, {})
                 if str(seed) in runs:
                     continue
-                size = image_size(model, native)
                 with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-                    fh.write(f"train:\n  max_minutes: {args.minutes}\n")
+                    fh.write(f"train:\n  device: {args.device}\n" + ("" if gpu else f"  max_minutes: {args.minutes}\n"))
                 try:
+                    size = image_size(model, native)
                     out = Path(args.out) / f"{dataset}-{model.replace('/', '_')}-s{seed}"
-                    cli = ["--data", dataset, "--model", model, "--recipe", "default", "--seed", str(seed)]
-                    cli += ["--config", fh.name] + (["--image-size", str(size)] if size != native else [])
+                    cli = ["--data", spec, "--model", model, "--recipe", "default", "--seed", str(seed)]
+                    resize = size != native or dataset in FOLDERS
+                    cli += ["--config", fh.name] + (["--image-size", str(size)] if resize else [])
                     row = train_and_read(cli, out)
+                    if not gpu:
+                        row["img_s"] = inference_rate(out, test_images)
+                except (SystemExit, Exception) as exc:  # record the failure, go on with the other runs
+                    row = {"error": str(exc).splitlines()[-1][:200] if str(exc) else type(exc).__name__}
                 finally:
                     os.unlink(fh.name)
-                row["img_s"] = inference_rate(out, test_images)
                 runs[str(seed)] = row
-                print(dataset, model, seed, json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                RESULTS.write_text(json.dumps({"results": results, "command": command}, indent=2))
-                update_section("leaderboard", "Leaderboard: architectures side by side", render(results, command))
+                print(dataset, model, seed, json.dumps(row), flush=True)
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_text(json.dumps(entry, indent=2))
+                render_all()
 
 
 if __name__ == "__main__":

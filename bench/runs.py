@@ -15,6 +15,8 @@ from medclass.cli import main as cli_main  # noqa: E402
 def train_and_read(args: list[str], out: Path, *, reuse: bool = True) -> dict:
     """Run ``medclass train ARGS --out OUT --quiet``; its test AUC/ACC, training minutes, parameters and ECE.
 
+    Parameters of a classical model are the values it stores (vocabulary, support vectors).
+
     With ``reuse``, a finished run already in ``OUT`` (it has ``metrics.json``) is read, not repeated.
     """
     if not (reuse and (out / "metrics.json").is_file()):
@@ -27,7 +29,9 @@ def train_and_read(args: list[str], out: Path, *, reuse: bool = True) -> dict:
     minutes = sum(float(r.split(",")[col]) for r in hist[1:]) / 60
     from medclass.predict import Predictor
 
-    params = sum(p.numel() for p in Predictor.from_checkpoint(out).model.parameters())
+    model = Predictor.from_checkpoint(out).model
+    # classical models learn no parameters: count what they store (vocabulary, support vectors) instead
+    params = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
     row = {"auc": test["auc"], "acc": test["acc"], "minutes": minutes, "params": params}
     if "calibration" in test:
         row["ece"] = test["calibration"]["ece"]

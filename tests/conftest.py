@@ -17,13 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 FAST_CONFIG = """\
-# Tiny, fast training for tests: two epochs, small batches, no bf16, few bootstrap resamples.
+# Tiny, fast training for tests: two epochs, small batches, no bf16, few bootstrap resamples, on the
+# CPU even where a GPU exists (the tests compare runs bit for bit).
 train:
   epochs: 2
   batch_size: 16
   eval_batch_size: 64
   threads: 1
   precision: fp32
+  device: cpu
 eval:
   n_bootstrap: 20
 """

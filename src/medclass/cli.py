@@ -91,7 +91,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "data": {"spec": args.data, "image_size": args.image_size, "window": args.window},
         "model": {"name": args.model, "init_from": args.init_from},
         "optim": {"lr": args.lr},
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "device": args.device},
         "eval": {
             "operating_point": "sensitivity" if args.target_sensitivity is not None else None,
             "target_sensitivity": args.target_sensitivity,
@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int)
     t.add_argument("--window", help="DICOM window preset (ct_lung, ct_mediastinum, ct_bone, ct_brain, ct_abdomen)")
     t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto (a CUDA GPU when there is one), cpu or cuda[:N]")
     t.add_argument("--target-sensitivity", type=float, help="choose the operating point for this sensitivity on val")
     t.add_argument("--out", help="run folder (default runs/<data>-<model>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -170,8 +170,12 @@ class TrainConfig:
             datasets get enough updates (0 = off).
         sampler: ``random`` (each row once per epoch, shuffled) or ``balanced`` (rows drawn with
             replacement so every class is equally likely).
-        max_minutes: Stop after the epoch that would make the next one exceed this training time
-            (the best epoch so far is kept; the learning-rate schedule is not compressed).
+        max_minutes: Training-time budget. The first epoch's duration decides how many epochs fit, and
+            the learning-rate schedule is shortened to end there; an epoch still running when the
+            budget is spent ends at that step. The best epoch so far is kept.
+        device: ``auto`` (a CUDA GPU when PyTorch sees one, else the CPU), ``cpu`` or ``cuda[:N]``.
+            Rows are stored and augmented on the CPU and each batch moves to the device; runs on a
+            GPU are not bit-for-bit reproducible.
     """
 
     epochs: int = 20
@@ -185,6 +189,7 @@ class TrainConfig:
     select_metric: str = "auc"
     sampler: str = "random"
     max_minutes: float | None = None
+    device: str = "auto"
 
 
 @dataclass

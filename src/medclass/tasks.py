@@ -89,12 +89,12 @@ def task_loss(
     k = logits.shape[1]
     target = labels[known].long()
     if label_smoothing:
-        soft = torch.full((len(target), k), label_smoothing / k)
-        soft[torch.arange(len(target)), target] += 1 - label_smoothing
+        soft = torch.full((len(target), k), label_smoothing / k, device=logits.device)
+        soft[torch.arange(len(target), device=logits.device), target] += 1 - label_smoothing
     else:
         soft = F.one_hot(target, k).float()
     per_row = -(soft * modulate[known] * logp[known]).sum(dim=1)
-    w = torch.ones(len(target)) if class_weights is None else class_weights[target]
+    w = torch.ones(len(target), device=logits.device) if class_weights is None else class_weights[target]
     return (w * per_row).sum() / w.sum()
 
 

@@ -194,11 +194,74 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, make_npz, fast
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in _history(reference)]
 
 
-def test_time_budget_stops_after_the_epoch_that_reaches_it(tmp_path, make_npz, run_cli, fast_config):
+def test_time_budget_shortens_the_schedule_and_ends_the_epoch_that_spends_it(tmp_path, make_npz, run_cli, fast_config):
     cfg = tmp_path / "budget.yaml"
     cfg.write_text(fast_config.read_text().replace("  epochs: 2\n", "  epochs: 4\n  max_minutes: 0.00001\n"))
     data = make_npz(tmp_path / "a.npz", sizes=(24, 8, 8), size=12)
     res = run_cli("train", "--data", data, "--config", cfg, "--out", tmp_path / "r", "--quiet")
     assert res.code == 0, res.err
-    assert "time budget of 1e-05 min reached after epoch 1 of 4" in res.out
+    assert "time budget of 1e-05 min: 1 of 4 epochs fit; the schedule is shortened to 1" in res.out
     assert len((tmp_path / "r" / "history.csv").read_text().splitlines()) == 2  # header and one epoch
+    assert _json(tmp_path / "r" / "metrics.json")["splits"]["test"]["auc"] >= 0
+
+
+def test_fit_budget_counts_the_epochs_the_first_one_allows():
+    from medclass.train.loop import _fit_budget
+
+    logs: list[str] = []
+    assert _fit_budget(10, 30.0, 2.0, logs.append) == 4  # 120 s / 30 s
+    assert _fit_budget(10, 300.0, 2.0, logs.append) == 1  # one epoch at least
+    assert _fit_budget(3, 1.0, 2.0, logs.append) == 3 and len(logs) == 2  # never more than planned
+
+
+def test_continued_schedule_follows_the_new_plan_from_the_current_step():
+    from medclass.config import OptimConfig
+    from medclass.train.loop import _continue_schedule
+    from medclass.train.optim import build_scheduler, lr_factor
+
+    cfg = OptimConfig(lr=0.1, schedule="cosine", warmup_epochs=1)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=cfg.lr)
+    long = build_scheduler(opt, cfg, steps_per_epoch=5, epochs=10)
+    for _ in range(7):
+        opt.step()
+        long.step()
+    short = build_scheduler(opt, cfg, steps_per_epoch=5, epochs=3)
+    _continue_schedule(short, long.state_dict())
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(7, 15, 5, cfg))
+    for step in range(8, 15):
+        opt.step()
+        short.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(step, 15, 5, cfg))
+    assert opt.param_groups[0]["lr"] < 0.1 * lr_factor(14, 50, 5, cfg)  # decays faster than the 10-epoch plan
+
+
+def test_device_auto_is_the_cpu_without_a_gpu_and_a_missing_gpu_is_a_clear_error(
+    tmp_path, make_npz, run_cli, fast_config, monkeypatch
+):
+    from medclass.errors import ConfigError
+    from medclass.train.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    data = make_npz(tmp_path / "a.npz", sizes=(24, 8, 8), size=12)
+    res = run_cli("train", "--data", data, "--config", fast_config, "--out", tmp_path / "r", "--device", "cuda:0")
+    assert res.code == 2 and "train.device: 'cuda:0' asked for, but PyTorch sees no CUDA GPU" in res.err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_a_gpu_matches_the_task_and_saves_cpu_weights(tmp_path, make_npz, run_cli, fast_config):
+    """On a GPU: train with augmentation, class weights and bf16 autocast; the checkpoint loads on the CPU."""
+    cfg = tmp_path / "gpu.yaml"
+    cfg.write_text(
+        fast_config.read_text().replace("device: cpu", "device: cuda").replace("precision: fp32", "precision: auto")
+    )
+    data = make_npz(tmp_path / "a.npz", sizes=(64, 16, 16), size=16)
+    res = run_cli("train", "--data", data, "--config", cfg, "--out", tmp_path / "r", "--quiet")
+    assert res.code == 0, res.err
+    assert all(t.device.type == "cpu" for t in load_file(tmp_path / "r" / "model.safetensors").values())
+    _finite_history(tmp_path / "r")
+    assert 0 <= _json(tmp_path / "r" / "metrics.json")["splits"]["test"]["auc"] <= 1

@@ -71,13 +71,28 @@ def to_input(images: torch.Tensor, prep: dict[str, Any]) -> torch.Tensor:
     return x.contiguous(memory_format=fmt)
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """bf16 when asked, or when ``auto`` and the CPU has native bf16 kernels; else None (fp32)."""
+def autocast_dtype(precision: str, device: torch.device | str = "cpu") -> torch.dtype | None:
+    """bf16 when asked, or when ``auto`` and the device has native bf16 kernels; else None (fp32)."""
     if precision == "bf16":
         return torch.bfloat16
-    if precision == "auto" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return None
+    if precision != "auto":
+        return None
+    if torch.device(device).type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the first CUDA GPU when there is one, else the CPU; other names as PyTorch reads them."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device: unknown device '{name}' (use auto, cpu or cuda)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: '{name}' asked for, but PyTorch sees no CUDA GPU")
+    return device
 
 
 def class_weights_for(split: Split, task: str, num_classes: int, mode: str | None) -> torch.Tensor | None:
@@ -125,8 +140,15 @@ def train_one_epoch(
     on_step: Callable[[float], None] | None = None,
     balanced: bool = False,
     mixer: Mixer | None = None,
+    deadline: float | None = None,
 ) -> float:
-    """One pass over ``split`` in random order (or class-balanced draws); returns the mean training loss."""
+    """One pass over ``split`` in random order (or class-balanced draws); returns the mean training loss.
+
+    Rows are read and augmented on the CPU (randomness from ``generator``); each batch then moves to
+    the model's device. With ``deadline`` (a ``time.perf_counter()`` value), the pass ends early
+    after the step that reaches it.
+    """
+    device = next(model.parameters()).device
     model.train()
     set_frozen_eval(model)
     total, count = 0.0, 0
@@ -137,7 +159,9 @@ def train_one_epoch(
         x = augment(to_input(images, prep), generator)
         if mixer:
             x, labels = mixer(x, labels, generator)
-        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+        if device.type != "cpu":
+            x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             logits = model(x)
         loss = task_loss(logits, labels, task, **loss_kwargs)
         optimizer.zero_grad(set_to_none=True)
@@ -153,6 +177,8 @@ def train_one_epoch(
         count += len(labels)
         if on_step:
             on_step(loss_value)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
     return total / max(count, 1)
 
 
@@ -160,17 +186,19 @@ def train_one_epoch(
 def predict_logits(model: nn.Module, images: torch.Tensor, prep: dict[str, Any], batch_size: int = 512) -> torch.Tensor:
     """Logits ``(N, outputs)`` for a ``uint8`` image stack, in evaluation mode.
 
-    With ``prep["tta"]`` (test-time augmentation views), the mean of the views' logits.
+    With ``prep["tta"]`` (test-time augmentation views), the mean of the views' logits. Batches run
+    on the model's device; the logits come back on the CPU.
     """
     model.eval()
+    device = next(model.parameters()).device
     views = prep.get("tta") or []
     outs = []
     for i in range(0, images.shape[0], batch_size):
-        x = to_input(images[i : i + batch_size], prep)
+        x = to_input(images[i : i + batch_size], prep).to(device, non_blocking=True)
         if views:
-            outs.append(torch.stack([model(v).float() for v in tta_views(x, views)]).mean(0))
+            outs.append(torch.stack([model(v).float() for v in tta_views(x, views)]).mean(0).cpu())
         else:
-            outs.append(model(x).float())
+            outs.append(model(x).float().cpu())
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
@@ -318,7 +346,8 @@ def fit(
     model = build_model(arch)
     init_weights(model, cfg)
     fmt = torch.channels_last if dataset.spatial_dims == 2 else torch.channels_last_3d
-    model = model.to(memory_format=fmt)
+    device = resolve_device(tc.device)
+    model = model.to(device, memory_format=fmt)
     from medclass.train.optim import EMA, build_optimizer, build_scheduler
 
     train_split, val = dataset.splits["train"], dataset.splits["val"]
@@ -334,7 +363,8 @@ def fit(
     a = cfg.augment
     mixer = Mixer(task, dataset.num_classes, mixup_alpha=a.mixup, cutmix_alpha=a.cutmix) if a.enabled else None
     loss_kwargs = loss_options(cfg, train_split, task, dataset.num_classes)
-    amp = autocast_dtype(tc.precision)
+    loss_kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in loss_kwargs.items()}
+    amp = autocast_dtype(tc.precision, device)
     history: list[dict[str, Any]] = []
     best, start_epoch = -np.inf, 0
 
@@ -345,13 +375,16 @@ def fit(
         tensors, meta = saved
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         checkpoint.restore_optimizer(optimizer, tensors, meta["param_groups"])
-        scheduler.load_state_dict(meta["scheduler"])
         if ema is not None:
             ema.state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
             ema.steps = meta.get("ema_steps", 0)
         generator.set_state(tensors["rng"])
         torch.set_rng_state(tensors["torch_rng"])
         history, best, start_epoch = meta["history"], meta["best"], meta["epoch"]
+        if meta.get("epochs", epochs) != epochs:  # a time budget re-planned the schedule
+            epochs = meta["epochs"]
+            scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
+        _continue_schedule(scheduler, meta["scheduler"])
         log(f"resuming {out_dir} after epoch {start_epoch}")
     write_text(out_dir / "config.yaml", dump_yaml(cfg))
 
@@ -360,19 +393,22 @@ def fit(
         from tqdm import tqdm
 
         bar = tqdm(total=steps * epochs, initial=steps * start_epoch, unit="step", dynamic_ncols=True, leave=True)
-    eval_model = build_model(arch).to(memory_format=fmt) if ema else model
-    for epoch in range(start_epoch, epochs):
+    eval_model = build_model(arch).to(device, memory_format=fmt) if ema else model
+    epoch = start_epoch
+    while epoch < epochs:
         t0 = time.perf_counter()
+        spent = sum(r["seconds"] for r in history)
+        deadline = t0 + tc.max_minutes * 60 - spent if tc.max_minutes else None
         if cfg.model.freeze == "gradual":
             from medclass.train.transfer import gradual_unfreeze
 
             gradual_unfreeze(model, epoch, cfg.model.unfreeze_every)
 
-        def on_step(loss: float, _e: int = epoch) -> None:
+        def on_step(loss: float, _e: int = epoch, _n: int = epochs) -> None:
             if bar is not None:
                 bar.update(1)
                 val_auc = history[-1]["val_auc"] if history else float("nan")
-                bar.set_postfix_str(f"epoch {_e + 1}/{epochs} loss {loss:.4f} val_auc {val_auc:.4f}")
+                bar.set_postfix_str(f"epoch {_e + 1}/{_n} loss {loss:.4f} val_auc {val_auc:.4f}")
 
         train_loss = train_one_epoch(
             model,
@@ -391,6 +427,7 @@ def fit(
             on_step=on_step,
             balanced=tc.sampler == "balanced",
             mixer=mixer,
+            deadline=deadline,
         )
         if ema is not None:
             eval_model.load_state_dict(ema.state)
@@ -404,9 +441,16 @@ def fit(
             "val_auc": round(float(medmnist.auc(val.labels, probs, task)), 6),
             "val_acc": round(float(medmnist.acc(val.labels, probs, task)), 6),
             "lr": scheduler.get_last_lr()[0],
-            "seconds": round(time.perf_counter() - t0, 2),
+            "seconds": round(elapsed := time.perf_counter() - t0, 2),
         }
         history.append(row)
+        if tc.max_minutes and epoch == 0:
+            epochs = _fit_budget(epochs, elapsed, tc.max_minutes, log)
+            state = scheduler.state_dict()
+            scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
+            _continue_schedule(scheduler, state)
+            if bar is not None:
+                bar.total = steps * epochs
         score = row[f"val_{tc.select_metric}"] if tc.select_metric in ("auc", "acc") else -row["val_loss"]
         if np.isnan(score):
             score = -row["val_loss"]
@@ -430,18 +474,39 @@ def fit(
                 "param_groups": groups,
                 "scheduler": scheduler.state_dict(),
                 "ema_steps": ema.steps if ema else 0,
+                "epochs": epochs,
             },
         )
         write_text(out_dir / "history.csv", _history_csv(history))
         if bar is None:
             log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.4f} {_fmt_row(row)}")
         spent = sum(r["seconds"] for r in history) / 60
-        if tc.max_minutes and epoch + 1 < epochs and spent + row["seconds"] / 60 > tc.max_minutes:
-            log(f"time budget of {tc.max_minutes:g} min reached after epoch {epoch + 1} of {epochs} ({spent:.1f} min)")
+        epoch += 1
+        if tc.max_minutes and epoch < epochs and spent + row["seconds"] / 60 > tc.max_minutes:
+            log(f"time budget of {tc.max_minutes:g} min reached after epoch {epoch} of {epochs} ({spent:.1f} min)")
             break
     if bar is not None:
         bar.close()
     return history
+
+
+def _fit_budget(epochs: int, first_epoch_seconds: float, max_minutes: float, log: Callable[[str], None]) -> int:
+    """The number of epochs that fit ``max_minutes``, judged by the first epoch (at least 1, at most ``epochs``)."""
+    fit = max(1, min(epochs, int(max_minutes * 60 // max(first_epoch_seconds, 1e-9))))
+    if fit < epochs:
+        log(f"time budget of {max_minutes:g} min: {fit} of {epochs} epochs fit; the schedule is shortened to {fit}")
+    return fit
+
+
+def _continue_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any]) -> None:
+    """Move ``scheduler`` to the step saved in ``state`` and set the optimiser's learning rates for that step.
+
+    The schedule's shape stays ``scheduler``'s own, so a plan shortened by a time budget continues from
+    where training stands.
+    """
+    scheduler.load_state_dict(dict(state, lr_lambdas=[None] * len(scheduler.lr_lambdas)))
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
 
 
 def resume_config(out_dir: str | Path) -> RunConfig:
