@@ -186,6 +186,18 @@ def cli_main() -> Callable[[list[str | Path]], int]:
     return call_cli
 
 
+@pytest.fixture(scope="session")
+def small_binary_run(
+    tmp_path_factory: pytest.TempPathFactory, fast_config: Path, cli_main: Callable[[list[str | Path]], int]
+) -> tuple[Path, Path]:
+    """``(run folder, data file)``: one fast training on a synthetic binary npz of 16 px images, shared by tests
+    that only read a finished run (serving, explanations, the browser test)."""
+    root = tmp_path_factory.mktemp("small-binary")
+    data = write_npz(root / "d.npz", sizes=(40, 12, 12), size=16)
+    assert cli_main(["train", "--data", data, "--config", fast_config, "--out", root / "run", "--quiet"]) == 0
+    return root / "run", data
+
+
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     """Run the CLI in this process: ``run_cli("train", "--data", path, ...)`` -> CliResult(code, out, err)."""

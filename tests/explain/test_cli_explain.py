@@ -9,21 +9,9 @@ import pytest
 from PIL import Image
 
 
-@pytest.fixture(scope="module")
-def binary_run(tmp_path_factory, fast_config, make_npz, cli_main):
-
-    root = tmp_path_factory.mktemp("explain")
-    data = make_npz(root / "d.npz", sizes=(40, 12, 12), size=16)
-    assert (
-        cli_main(["train", "--data", str(data), "--config", str(fast_config), "--out", str(root / "run"), "--quiet"])
-        == 0
-    )
-    return root / "run", data
-
-
 @pytest.mark.parametrize(("method", "with_arrays"), [("gradcam", True), ("occlusion", False)])  # occlusion: slow
-def test_explain_arrays_and_dicom(binary_run, run_cli, make_dicom, tmp_path, method, with_arrays):
-    run, data = binary_run
+def test_explain_arrays_and_dicom(small_binary_run, run_cli, make_dicom, tmp_path, method, with_arrays):
+    run, data = small_binary_run
     dcm = make_dicom(tmp_path / "scan.dcm", (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16))
     out = tmp_path / "maps"
     inputs = [data, dcm] if with_arrays else [dcm]
@@ -40,8 +28,8 @@ def test_explain_arrays_and_dicom(binary_run, run_cli, make_dicom, tmp_path, met
     assert Image.open(out / last["png"]).size == (16, 16)
 
 
-def test_target_by_name_and_bad_target(binary_run, run_cli, tmp_path):
-    run, data = binary_run
+def test_target_by_name_and_bad_target(small_binary_run, run_cli, tmp_path):
+    run, data = small_binary_run
     res = run_cli("explain", "--checkpoint", run, data, "--target", "0", "--out", tmp_path / "m")
     assert res.code == 0, res.err
     assert {e["target"] for e in json.loads((tmp_path / "m" / "explanations.json").read_text())["explanations"]} == {

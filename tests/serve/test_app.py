@@ -15,14 +15,8 @@ from medclass.predict import Predictor
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, fast_config, make_npz, cli_main):
-    root = tmp_path_factory.mktemp("serve")
-    data = make_npz(root / "d.npz", sizes=(40, 12, 12), size=16)
-    assert (
-        cli_main(["train", "--data", str(data), "--config", str(fast_config), "--out", str(root / "run"), "--quiet"])
-        == 0
-    )
-    return root / "run"
+def run(small_binary_run):
+    return small_binary_run[0]
 
 
 def _client(run, **kwargs):
@@ -72,6 +66,7 @@ def test_token_limits_and_bad_files(run):
     auth = {"Authorization": "Bearer s3cret"}
     assert client.get("/v1/model", headers=auth).status_code == 200
     assert client.get("/healthz").status_code == 200  # open for load balancers
+    assert client.get("/").status_code == 200 and client.get("/metrics").status_code == 401  # the page asks for it
     big = client.post("/v1/predict", files={"file": ("a.png", _png(size=256) + b"\0" * 5000)}, headers=auth)
     assert big.status_code == 413
     bad = client.post("/v1/predict", files={"file": ("a.png", b"not an image")}, headers=auth)

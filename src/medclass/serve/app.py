@@ -3,7 +3,8 @@
 Endpoints: ``POST /v1/predict`` and ``POST /v1/explain`` (multipart upload in field ``file``: an
 image or DICOM file), ``GET /v1/model`` (model card), ``GET /healthz``, ``GET /metrics``
 (Prometheus text) and ``GET /`` (the web page). With a token configured, every endpoint but
-``/healthz`` needs ``Authorization: Bearer <token>`` (compared in constant time). Uploads larger
+``/healthz`` and the page (which holds no data and asks for the token) needs ``Authorization: Bearer
+<token>`` (compared in constant time). Uploads larger
 than the limit get 413, unreadable ones 400 with the reason; requests waiting longer than the
 timeout get 503. Concurrent predictions are gathered into micro-batches. Logs are one JSON object
 per request (path, status, milliseconds, request id) and never contain file names or contents.
@@ -149,7 +150,7 @@ def create_app(
     async def guard(request: Request, call_next: Any) -> Any:
         t0, rid = time.perf_counter(), uuid.uuid4().hex[:12]
         path = request.url.path
-        if token and path != "/healthz":
+        if token and path not in ("/healthz", "/"):  # the page holds no data; it asks for the token
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 response: Any = JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
