@@ -64,3 +64,35 @@ def test_no_labels_gives_nan_and_a_warning():
         assert np.isnan(brier_score([np.nan], [0.2]))
     with pytest.raises(ValueError, match="strategy"):
         reliability_curve([1], [0.5], strategy="kmeans")
+
+
+def test_debiased_l2_error_by_hand():
+    from medclass.metrics.calibration import debiased_l2_calibration_error
+
+    probs = np.array([0.2, 0.2, 0.2, 0.2, 0.9, 0.9, 0.9, 0.9])
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 0])
+    # Two equal-count bins: (0.2 vs 0.25) and (0.9 vs 0.75), each 4 items; variance terms f(1-f)/3.
+    low = (0.25 - 0.2) ** 2 - 0.25 * 0.75 / 3
+    high = (0.75 - 0.9) ** 2 - 0.75 * 0.25 / 3
+    expected = np.sqrt(max(0.0, (low + high) / 2))
+    assert debiased_l2_calibration_error(labels, probs, n_bins=2) == pytest.approx(expected)
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])  # frequencies 0 and 1: no variance, all bias
+    assert debiased_l2_calibration_error(labels, probs, n_bins=2) == pytest.approx(np.sqrt((0.04 + 0.01) / 2))
+
+
+def test_debiased_l2_error_is_near_zero_when_calibrated_and_recovers_a_known_error():
+    """Perfect calibration at n = 156 (BreastMNIST's test size): the plain ECE stays well above 0, the
+    debiased estimate is 0 at least half the time; a constant miscalibration of 0.1 is recovered at large n."""
+    from medclass.metrics.calibration import debiased_l2_calibration_error
+
+    rng = np.random.default_rng(0)
+    plain, debiased = [], []
+    for _ in range(200):
+        p = rng.uniform(0.05, 0.95, 156)
+        y = (rng.uniform(size=156) < p).astype(float)
+        plain.append(expected_calibration_error(y, p))
+        debiased.append(debiased_l2_calibration_error(y, p))
+    assert np.mean(plain) > 0.08 and np.median(debiased) < 0.01 and np.mean(debiased) < np.mean(plain) / 2
+    p = rng.uniform(0.2, 0.7, 200_000)
+    y = (rng.uniform(size=p.size) < p + 0.1).astype(float)
+    assert debiased_l2_calibration_error(y, p) == pytest.approx(0.1, abs=0.005)
