@@ -124,3 +124,49 @@ def test_vit_gets_the_input_size_and_is_rebuilt_for_prediction(tmp_path, make_np
     pred = Predictor.from_checkpoint(tmp_path / "r")
     assert pred.model.patch_embed.patch_size == (4, 4)
     assert pred.predict_array(torch.randint(0, 255, (2, 16, 16), dtype=torch.uint8).numpy())[0].shape == (2, 2)
+
+
+@pytest.mark.parametrize(("name", "dims"), _cases(), ids=lambda v: str(v))
+def test_checkpoint_round_trip_gives_identical_predictions(name: str, dims: int, tmp_path) -> None:
+    """Saved as a run saves it (safetensors + model.json), rebuilt from the metadata alone: same outputs."""
+    from medclass.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    entry = model_info(name) if not name.startswith("timm/") else None
+    size = max(SIZE[dims], entry.min_size if entry else 1)
+    kwargs = {"img_size": size} if entry and entry.takes_img_size else {}
+    arch = {"name": name, "spatial_dims": dims, "in_chans": 1, "num_outputs": 2, "kwargs": kwargs}
+    model = create_model(name, in_chans=1, num_classes=2, spatial_dims=dims, **kwargs)
+    x = torch.randn(2, 1, *(size,) * dims)
+    model.train()(x)  # move batch-norm statistics away from their initial values
+    prep = {"scale": 1 / 255, "mean": [0.5], "std": [0.5]}
+    save_model(
+        tmp_path,
+        model.eval(),
+        {"architecture": arch, "task": "binary", "label_names": ["0", "1"], "preprocessing": prep},
+    )
+    loaded, meta = load_model(tmp_path)
+    assert meta["architecture"] == arch
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def _larger_sizes() -> list[tuple[str, int]]:
+    return [
+        (n, s)
+        for n in list_models()
+        if 2 in model_info(n).spatial_dims
+        for s in (64, 224)
+        if s >= model_info(n).min_size
+    ]
+
+
+@pytest.mark.parametrize(("name", "size"), _larger_sizes(), ids=lambda v: str(v))
+def test_larger_inputs_give_finite_outputs(name: str, size: int) -> None:
+    """Every 2D model at 64 and 224 px (where its minimum allows), 3 channels: finite logits of the right shape."""
+    torch.manual_seed(0)
+    kwargs = {"img_size": size} if model_info(name).takes_img_size else {}
+    model = create_model(name, in_chans=3, num_classes=2, spatial_dims=2, **kwargs).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, size, size))
+    assert out.shape == (1, 2) and torch.isfinite(out).all()
