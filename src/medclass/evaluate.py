@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from medclass.data.dataset import Dataset
@@ -79,6 +80,7 @@ def evaluate_model(
     n_bootstrap: int = 1000,
     seed: int = 0,
     batch_size: int = 512,
+    logits: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Predict and score ``splits`` of ``dataset``.
 
@@ -91,13 +93,18 @@ def evaluate_model(
         n_bootstrap: Bootstrap resamples for the confidence intervals.
         seed: Bootstrap seed.
         batch_size: Inference batch size.
+        logits: Uncalibrated logits ``(N, outputs)`` already computed for some splits (the others are predicted).
 
     Returns:
         ``(metrics, curves, probs)``: the metrics.json dict, plot curves per split, probabilities per split.
     """
     task, prep, calibration = meta["task"], meta["preprocessing"], meta.get("calibration")
     wanted = tuple(splits) + (("val",) if threshold is None and "val" in dataset.splits and "val" not in splits else ())
-    logits = {s: predict_logits(model, dataset.splits[s].images, prep, batch_size) for s in wanted}
+    logits = dict(logits or {})
+    for s in wanted:
+        if s not in logits:
+            logits[s] = predict_logits(model, dataset.splits[s].images, prep, batch_size)
+    logits = {s: logits[s] for s in wanted}
     raw = {s: logits_to_probs(z, task).numpy() for s, z in logits.items()}
     probs = {s: logits_to_probs(apply_calibration(z, calibration), task).numpy() for s, z in logits.items()}
     if threshold is None and task in ("binary", "multilabel") and "val" in dataset.splits:
@@ -178,14 +185,12 @@ def _calibration_entry(
 
 
 def fit_val_calibration(
-    model: nn.Module, meta: dict[str, Any], dataset: Dataset, method: str, *, batch_size: int = 512
+    val_logits: torch.Tensor, val_labels: np.ndarray, task: str, method: str
 ) -> dict[str, Any] | None:
     """Fit ``method`` (temperature or vector scaling) on the validation split's logits; the checkpoint's entry."""
-    if method == "none" or "val" not in dataset.splits or len(dataset.splits["val"]) == 0:
+    if method == "none" or len(val_labels) == 0:
         return None
-    val = dataset.splits["val"]
-    logits = predict_logits(model, val.images, meta["preprocessing"], batch_size)
-    return fit_calibration(logits.numpy(), val.labels, meta["task"], method)
+    return fit_calibration(val_logits.numpy(), val_labels, task, method)
 
 
 def write_evaluation(
@@ -311,13 +316,14 @@ def fit_post_training(
     Returns:
         ``(metrics, plot)`` as :func:`evaluate_model` gives them, with the trust figures added.
     """
-    meta["calibration"] = fit_val_calibration(model, meta, dataset, eval_cfg.calibration)
+    val = dataset.splits["val"]
+    val_logits = predict_logits(model, val.images, meta["preprocessing"])
+    meta["calibration"] = fit_val_calibration(val_logits, val.labels, meta["task"], eval_cfg.calibration)
     splits = tuple(dict.fromkeys(("val", *splits)))  # validation first: everything is fitted there
     metrics, plot, probs = evaluate_model(
-        model, meta, dataset, splits=splits, n_bootstrap=eval_cfg.n_bootstrap, seed=seed
+        model, meta, dataset, splits=splits, n_bootstrap=eval_cfg.n_bootstrap, seed=seed, logits={"val": val_logits}
     )
     meta["threshold"] = metrics["threshold"]
-    val = dataset.splits["val"]
     meta.update(
         fit_referral(
             meta, val.labels, probs["val"], alpha=eval_cfg.alpha, target_sensitivity=eval_cfg.referral_sensitivity
