@@ -3,11 +3,14 @@
 Chromium is driven through chromedriver's W3C WebDriver HTTP protocol (a few JSON calls over httpx),
 so no browser-automation package is needed. ``.ci/run`` installs ``chromium`` and ``chromium-driver``
 when they are missing; under ``CI`` a missing browser fails this test unless ``.ci/run`` recorded why it
-could not install one (``MEDCLASS_NO_BROWSER``), which then shows as the skip reason.
+could not install one (``MEDCLASS_NO_BROWSER``), which then shows as the skip reason. A screenshot of
+the page with its triage list is saved as a test artifact (``$MEDCLASS_ARTIFACTS``, default
+``runs/test-artifacts/``).
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
@@ -94,6 +97,12 @@ class WebDriver:
     def js(self, script: str) -> Any:
         return self._call("POST", self._s("/execute/sync"), {"script": script, "args": []})
 
+    def screenshot(self, path: Path) -> bytes:
+        png = base64.b64decode(self._call("GET", self._s("/screenshot")))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)
+        return png
+
     def quit(self) -> None:
         self.http.delete(self._s(""))
         self.http.close()
@@ -149,7 +158,8 @@ def test_page_needs_the_token_then_shows_a_result_a_heat_map_and_a_triage_list(p
     wd.type("#token", TOKEN)
     wd.js("document.getElementById('token').dispatchEvent(new Event('change'))")
     card = _wait(lambda: "binary" in wd.text("#card") and wd.text("#card"), "the model card")
-    assert "labels 0, 1" in card
+    threshold = Predictor.from_checkpoint(small_binary_run[0]).meta["threshold"]
+    assert "labels 0, 1" in card and f"operating threshold {threshold:.3f}" in card
 
     dark, bright = _png(tmp_path / "dark.png", 20), _png(tmp_path / "bright.png", 230)
     wd.type("#files", str(dark))
@@ -177,3 +187,6 @@ def test_page_needs_the_token_then_shows_a_result_a_heat_map_and_a_triage_list(p
     assert p == sorted(p, reverse=True)  # most urgent first
     expected, _ = pred.predict_array(np.stack([np.full((16, 16), v, np.uint8) for v in (20, 230)]))
     assert sorted(p) == sorted(round(float(x), 3) for x in expected[:, 1])
+    artifacts = Path(os.environ.get("MEDCLASS_ARTIFACTS", Path(__file__).parents[2] / "runs" / "test-artifacts"))
+    png = wd.screenshot(artifacts / "browser-triage.png")
+    assert png.startswith(b"\x89PNG") and Image.open(io.BytesIO(png)).size[0] > 100

@@ -23,13 +23,14 @@ td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left}
 <script>
 const $ = (id) => document.getElementById(id);
 let card = null;
+const fmt = (t) => (typeof t === "number" ? t.toFixed(3) : "argmax");
 const auth = () => ($("token").value ? {Authorization: "Bearer " + $("token").value} : {});
 async function loadCard() {
   const r = await fetch("/v1/model", {headers: auth()});
   if (!r.ok) { $("card").textContent = "Model card: " + r.status + " (token?)"; return; }
   card = await r.json();
   $("card").textContent = `${card.name}: ${card.task}, labels ${card.labels.join(", ")}; ` +
-    `operating threshold ${card.operating_threshold ?? "argmax"}`;
+    `operating threshold ${fmt(card.operating_threshold)}`;
 }
 function upload(file) { const f = new FormData(); f.append("file", file); return f; }
 async function predict(file) {
@@ -46,7 +47,7 @@ async function showOne(file) {
     const rows = Object.entries(res.probabilities).map(([k, v]) => `<tr><td>${k}</td><td>${v.toFixed(3)}</td></tr>`);
     out.innerHTML = `<h2>${file.name}</h2><p id="decision">Decision: <b>${res.decision}</b>` +
       (res.refer ? ' <span class="refer">refer to a radiologist</span>' : "") +
-      ` (threshold ${res.threshold ?? "argmax"})</p><table>${rows.join("")}</table>`;
+      ` (threshold ${fmt(res.threshold)})</p><table>${rows.join("")}</table>`;
     const h = await fetch("/v1/explain", {method: "POST", body: upload(file), headers: auth()});
     if (h.ok) {
       const img = document.createElement("img"); img.className = "heat"; img.alt = "heat map";
