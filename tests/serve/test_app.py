@@ -86,16 +86,22 @@ def test_concurrent_requests_share_micro_batches(run):
         calls.append(len(x))
         return predictor.probs(x)
 
-    batcher = MicroBatcher(probs, max_batch=64, window_s=0.05)
     images = [predictor.prepare(np.full((16, 16), v, np.uint8)) for v in range(0, 200, 20)]
+    for window in (0.05, 0.0):  # waiting for more, and greedy (whatever is queued when the model is free)
+        batcher = MicroBatcher(probs, max_batch=64, window_s=window)
+        calls.clear()
 
-    async def main():
-        return await asyncio.gather(*(batcher.submit(x) for x in images))
+        async def main(b=batcher):
+            return await asyncio.gather(*(b.submit(x) for x in images))
 
-    results = asyncio.run(main())
-    assert sum(calls) == len(images) and len(calls) < len(images)  # gathered, not one call per request
-    for x, p in zip(images, results, strict=True):
-        np.testing.assert_allclose(p, predictor.probs(x), atol=1e-6)
+        results = asyncio.run(main())
+        assert sum(calls) == len(images) and len(calls) < len(images)  # gathered, not one call per request
+        for x, p in zip(images, results, strict=True):
+            np.testing.assert_allclose(p, predictor.probs(x), atol=1e-6)
+
+    calls.clear()
+    asyncio.run(MicroBatcher(probs, window_s=0.0).submit(images[0]))
+    assert calls == [1]  # a lone request runs at once, alone
 
 
 def test_checked_in_openapi_spec_is_current():

@@ -31,9 +31,14 @@ LOG = logging.getLogger("medclass.serve")
 
 
 class MicroBatcher:
-    """Collect concurrent prediction requests for up to ``window_s`` (or ``max_batch`` images) and run them together."""
+    """Run concurrent prediction requests together, up to ``max_batch`` images a batch.
 
-    def __init__(self, predict: Any, *, max_batch: int = 32, window_s: float = 0.005) -> None:
+    Greedy by default (``window_s = 0``): a batch takes whatever is queued when the model is free, so a
+    lone request never waits, and requests that arrive while the model runs form the next batch.
+    A positive ``window_s`` also waits that long for more requests before running.
+    """
+
+    def __init__(self, predict: Any, *, max_batch: int = 32, window_s: float = 0.0) -> None:
         self.predict, self.max_batch, self.window_s = predict, max_batch, window_s
         self.loop: asyncio.AbstractEventLoop | None = None
         self.queue: asyncio.Queue | None = None
@@ -56,7 +61,12 @@ class MicroBatcher:
         while True:
             items = [await queue.get()]
             deadline = time.perf_counter() + self.window_s
-            while sum(len(i[0]) for i in items) < self.max_batch and (left := deadline - time.perf_counter()) > 0:
+            while sum(len(i[0]) for i in items) < self.max_batch:
+                if not queue.empty():
+                    items.append(queue.get_nowait())
+                    continue
+                if (left := deadline - time.perf_counter()) <= 0:
+                    break
                 try:
                     items.append(await asyncio.wait_for(queue.get(), left))
                 except TimeoutError:
