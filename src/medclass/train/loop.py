@@ -82,6 +82,14 @@ def autocast_dtype(precision: str, device: torch.device | str = "cpu") -> torch.
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's tensors live (its first parameter, else its first buffer; the CPU when it has neither)."""
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> the first CUDA GPU when there is one, else the CPU; other names as PyTorch reads them."""
     if name == "auto":
@@ -148,7 +156,7 @@ def train_one_epoch(
     the model's device. With ``deadline`` (a ``time.perf_counter()`` value), the pass ends early
     after the step that reaches it.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     model.train()
     set_frozen_eval(model)
     total, count = 0.0, 0
@@ -190,7 +198,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, prep: dict[str, Any],
     on the model's device; the logits come back on the CPU.
     """
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     views = prep.get("tta") or []
     outs = []
     for i in range(0, images.shape[0], batch_size):
