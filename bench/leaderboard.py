@@ -112,6 +112,7 @@ def render(saved: dict[str, dict], *, gpu: bool = False) -> str:
         )
         columns = ["model", "seeds", "test AUC", "test ACC", "params", "train min", "infer img/s"]
     lines = [head, ""]
+    rank = {m: i for i, m in enumerate(MODELS)}
     for dataset, entry in saved.items():
         models = entry["results"]
         where = entry.get("device") or f"{entry['threads']} thread(s) per run"
@@ -119,7 +120,6 @@ def render(saved: dict[str, dict], *, gpu: bool = False) -> str:
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += _reference_lines(dataset, len(columns))
         failed = []
-        rank = {m: i for i, m in enumerate(MODELS)}
         for model, runs in sorted(models.items(), key=lambda kv: rank.get(kv[0], len(rank))):
             rs = [r for r in runs.values() if "error" not in r]
             failed += [f"{model} (seed {k}): {r['error']}" for k, r in runs.items() if "error" in r]
@@ -134,11 +134,16 @@ def render(saved: dict[str, dict], *, gpu: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _result_files(gpu: bool) -> list[Path]:
-    order = {"pneumoniamnist": 0, "breastmnist": 1}
+def _saved(gpu: bool) -> dict[str, dict]:
+    """The saved results, dataset: entry, from ``leaderboard-<dataset>.json`` (or ``leaderboard-gpu-...``)."""
     prefix = "leaderboard-gpu-" if gpu else "leaderboard-"
-    files = [f for f in RESULTS.glob(f"{prefix}*.json") if gpu or not f.stem.startswith("leaderboard-gpu-")]
-    return sorted(files, key=lambda f: (order.get(f.stem.removeprefix(prefix), 2), f.stem))
+    saved = {
+        f.stem.removeprefix(prefix): json.loads(f.read_text())
+        for f in RESULTS.glob(f"{prefix}*.json")
+        if gpu or not f.stem.startswith("leaderboard-gpu-")
+    }
+    order = {"pneumoniamnist": 0, "breastmnist": 1}
+    return dict(sorted(saved.items(), key=lambda kv: (order.get(kv[0], 2), kv[0])))
 
 
 def render_all() -> None:
@@ -147,9 +152,7 @@ def render_all() -> None:
         (False, "leaderboard", "Leaderboard: architectures side by side"),
         (True, "leaderboard-gpu", "Leaderboard without a time budget (GPU)"),
     ):
-        prefix = "leaderboard-gpu-" if gpu else "leaderboard-"
-        saved = {f.stem.removeprefix(prefix): json.loads(f.read_text()) for f in _result_files(gpu)}
-        if saved:
+        if saved := _saved(gpu):
             update_section(name, heading, render(saved, gpu=gpu))
 
 

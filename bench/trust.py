@@ -30,15 +30,6 @@ from benchmd import update_section  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "trust.json"
 
 
-def probs_of(model: Any, meta: dict, dataset: Any) -> Any:
-    """Calibrated test probabilities, as evaluate gives them."""
-    from medclass.train.loop import predict_probs
-
-    return predict_probs(
-        model, dataset.splits["test"].images, meta["task"], meta["preprocessing"], calibration=meta.get("calibration")
-    )
-
-
 def calibration_floor(labels: Any, probs: Any, task: str, draws: int = 200) -> dict[str, float]:
     """Mean ECE and debiased l2 error of a perfectly calibrated model on a test set of this size.
 
@@ -75,7 +66,7 @@ def measure(run: Path) -> dict:
     dataset = load_configured(cfg.data)
     model, meta = load_model(run)
     cfg.eval.n_bootstrap = 0
-    metrics, _ = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)
+    metrics, _, probs = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)
     test = metrics["splits"]["test"]
     cal = test["calibration"]
     row = {
@@ -95,7 +86,7 @@ def measure(run: Path) -> dict:
         "size95": test["conformal"]["0.05"]["mean_size"],
         "aurc": test["aurc"],
     }
-    row.update(calibration_floor(dataset.splits["test"].labels, probs_of(model, meta, dataset), meta["task"]))
+    row.update(calibration_floor(dataset.splits["test"].labels, probs["test"], meta["task"]))
     if "referral" in test:
         row.update(accepted=test["referral"]["coverage"], sens_accepted=test["referral"]["sensitivity"])
     return row

@@ -173,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         history = fit(cfg, dataset, out, resume=args.resume, progress=not args.quiet)
     minutes = (time.perf_counter() - t0) / 60
     model, meta = load_model(out)
-    metrics, plot = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)
+    metrics, plot, _ = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)
     save_model(out, model, {k: v for k, v in meta.items() if k != "format_version"})
     write_evaluation(
         out,
@@ -214,7 +214,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if "val" not in dataset.splits or len(dataset.splits["val"]) == 0:
             raise MedclassError(f"{args.data}: an ensemble or MC dropout needs a validation split to fit on")
         eval_cfg = EvalConfig(n_bootstrap=args.n_bootstrap)
-        metrics, plot = fit_post_training(predictor.model, predictor.meta, dataset, eval_cfg, splits=splits)
+        metrics, plot, _ = fit_post_training(predictor.model, predictor.meta, dataset, eval_cfg, splits=splits)
         predictor = type(predictor)(predictor.model, predictor.meta)
     else:
         metrics, plot, _ = evaluate_model(

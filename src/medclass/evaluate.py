@@ -100,11 +100,11 @@ def evaluate_model(
     """
     task, prep, calibration = meta["task"], meta["preprocessing"], meta.get("calibration")
     wanted = tuple(splits) + (("val",) if threshold is None and "val" in dataset.splits and "val" not in splits else ())
-    logits = dict(logits or {})
-    for s in wanted:
-        if s not in logits:
+    given = logits or {}
+    logits = {s: given.get(s) for s in wanted}
+    for s, z in logits.items():
+        if z is None:
             logits[s] = predict_logits(model, dataset.splits[s].images, prep, batch_size)
-    logits = {s: logits[s] for s in wanted}
     raw = {s: logits_to_probs(z, task).numpy() for s, z in logits.items()}
     probs = {s: logits_to_probs(apply_calibration(z, calibration), task).numpy() for s, z in logits.items()}
     if threshold is None and task in ("binary", "multilabel") and "val" in dataset.splits:
@@ -306,7 +306,7 @@ def fit_post_training(
     *,
     seed: int = 0,
     splits: tuple[str, ...] = ("val", "test"),
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Everything fitted on validation after training, then the evaluation of every split.
 
     In order: calibration (``eval_cfg.calibration``), the operating threshold (on calibrated
@@ -314,7 +314,7 @@ def fit_post_training(
     ``model.json`` content) is updated in place with all four.
 
     Returns:
-        ``(metrics, plot)`` as :func:`evaluate_model` gives them, with the trust figures added.
+        ``(metrics, plot, probs)`` as :func:`evaluate_model` gives them, with the trust figures added.
     """
     val = dataset.splits["val"]
     val_logits = predict_logits(model, val.images, meta["preprocessing"])
@@ -331,4 +331,4 @@ def fit_post_training(
     )
     for name, split_probs in probs.items():
         metrics["splits"][name].update(trust_metrics(meta, dataset.splits[name].labels, split_probs))
-    return metrics, plot
+    return metrics, plot, probs

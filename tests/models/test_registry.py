@@ -18,14 +18,19 @@ def _cases() -> list[tuple[str, int]]:
     return cases + [(name, 2) for name in TIMM_MODELS]
 
 
+def _build(name: str, dims: int, in_chans: int, num_classes: int) -> tuple[torch.nn.Module, int, dict]:
+    """The model at the smallest tested size its entry allows, that size, and the builder's extra arguments."""
+    entry = model_info(name) if not name.startswith("timm/") else None
+    size = max(SIZE[dims], entry.min_size if entry else 1)
+    kwargs = {"img_size": size} if entry and entry.takes_img_size else {}
+    return create_model(name, in_chans=in_chans, num_classes=num_classes, spatial_dims=dims, **kwargs), size, kwargs
+
+
 @pytest.mark.parametrize("in_chans", [1, 3])
 @pytest.mark.parametrize(("name", "dims"), _cases(), ids=lambda v: str(v))
 def test_model_contract(name: str, dims: int, in_chans: int) -> None:
     torch.manual_seed(0)
-    entry = model_info(name) if not name.startswith("timm/") else None
-    size = max(SIZE[dims], entry.min_size if entry else 1)
-    kwargs = {"img_size": size} if entry and entry.takes_img_size else {}
-    model = create_model(name, in_chans=in_chans, num_classes=3, spatial_dims=dims, **kwargs)
+    model, size, _ = _build(name, dims, in_chans, 3)
     assert model.spatial_dims == dims
     x = torch.randn(2, in_chans, *(size,) * dims)
 
@@ -132,11 +137,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(name: str, dims: int,
     from medclass.checkpoint import load_model, save_model
 
     torch.manual_seed(0)
-    entry = model_info(name) if not name.startswith("timm/") else None
-    size = max(SIZE[dims], entry.min_size if entry else 1)
-    kwargs = {"img_size": size} if entry and entry.takes_img_size else {}
+    model, size, kwargs = _build(name, dims, 1, 2)
     arch = {"name": name, "spatial_dims": dims, "in_chans": 1, "num_outputs": 2, "kwargs": kwargs}
-    model = create_model(name, in_chans=1, num_classes=2, spatial_dims=dims, **kwargs)
     x = torch.randn(2, 1, *(size,) * dims)
     model.train()(x)  # move batch-norm statistics away from their initial values
     prep = {"scale": 1 / 255, "mean": [0.5], "std": [0.5]}

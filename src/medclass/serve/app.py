@@ -197,19 +197,18 @@ def create_app(
                 raise _HTTPProblem(400, str(err).replace(str(path), "upload")) from None
         return images
 
+    @app.exception_handler(_HTTPProblem)
+    async def problem(request: Request, exc: _HTTPProblem) -> Any:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
     @app.exception_handler(Exception)
-    async def problems(request: Request, exc: Exception) -> Any:
-        if isinstance(exc, _HTTPProblem):
-            return JSONResponse({"error": exc.message}, status_code=exc.status)
+    async def failure(request: Request, exc: Exception) -> Any:
         LOG.error(json.dumps({"event": "error", "path": request.url.path, "type": type(exc).__name__}))
         return JSONResponse({"error": "internal error"}, status_code=500)
 
     @app.post("/v1/predict")
     async def predict(file: UploadFile = File(...)) -> Any:  # noqa: B008 - FastAPI's declaration style
-        try:
-            images = await read_upload(file)
-        except _HTTPProblem as p:
-            return JSONResponse({"error": p.message}, status_code=p.status)
+        images = await read_upload(file)
         probs = await batcher.submit(images)
         metrics.images += len(images)
         labels = predictor.decide(probs)
@@ -237,16 +236,13 @@ def create_app(
         from medclass.explain.output import overlay
         from medclass.train.loop import to_input
 
-        try:
-            images = (await read_upload(file))[:1]
-        except _HTTPProblem as p:
-            return JSONResponse({"error": p.message}, status_code=p.status)
+        images = (await read_upload(file))[:1]
         probs = await batcher.submit(images)
         target = default_targets(probs, predictor.task, predictor.threshold)
         try:
             heat = saliency(predictor.model, predictor.task, to_input(images, predictor.prep), target, "gradcam")[0]
         except MedclassError as err:
-            return JSONResponse({"error": str(err)}, status_code=422)
+            raise _HTTPProblem(422, str(err)) from None
         image = images[0].numpy()
         if heat.ndim == 3:
             image, heat = image[:, heat.shape[0] // 2], heat[heat.shape[0] // 2]

@@ -167,8 +167,7 @@ def train_one_epoch(
         x = augment(to_input(images, prep), generator)
         if mixer:
             x, labels = mixer(x, labels, generator)
-        if device.type != "cpu":
-            x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)  # no-op on the CPU
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             logits = model(x)
         loss = task_loss(logits, labels, task, **loss_kwargs)
@@ -452,8 +451,8 @@ def fit(
             "seconds": round(elapsed := time.perf_counter() - t0, 2),
         }
         history.append(row)
-        if tc.max_minutes and epoch == 0:
-            epochs = _fit_budget(epochs, elapsed, tc.max_minutes, log)
+        if tc.max_minutes and epoch == 0 and (fit := _fit_budget(epochs, elapsed, tc.max_minutes, log)) < epochs:
+            epochs = fit
             state = scheduler.state_dict()
             scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
             _continue_schedule(scheduler, state)
