@@ -4,7 +4,10 @@ Each variant is the ``default`` recipe with a few keys overridden (see :data:`VA
 through the CLI on each dataset for each seed; test AUC/ACC mean and sd, parameters and training
 minutes go into ``BENCHMARKS.md`` (between the ``ablation`` markers) and
 ``bench/results/ablation.json``. Results are saved after every run, so an interrupted benchmark
-keeps what it measured, and runs already recorded are skipped (``--force`` repeats them).
+keeps what it measured, and runs already recorded are skipped (``--force`` repeats them). Each save
+re-reads the file and adds its run, so several processes (say one per core, with
+``OMP_NUM_THREADS=1`` and different ``--variants``) can fill the grid side by side; the table's
+command is the one that reproduces every run recorded, and it states the threads each run had.
 
 Transfer variants start from a source run: the default model trained on MedNIST (six classes of
 radiology images, resized to 28 px) for ``--source-epochs`` epochs, made once and reused
@@ -33,6 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from benchmd import update_section  # noqa: E402
 from medclass.cli import main as cli_main  # noqa: E402
+from medclass.utils.files import write_json  # noqa: E402
 from runs import mean_sd, train_and_read  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ablation.json"
@@ -121,11 +125,25 @@ def _params(runs: list[dict]) -> str:
     return f"{counts.pop():,}" if len(counts) == 1 else "-"
 
 
-def render(results: dict, command: str) -> str:
+def full_command(results: dict) -> str:
+    """The command that reproduces every run in ``results`` (its datasets, variants and seeds)."""
+    variants = {v for runs in results.values() for v in runs}
+    seeds = sorted({int(s) for runs in results.values() for by_seed in runs.values() for s in by_seed})
+    return (
+        f"python bench/ablation.py --datasets {' '.join(results)} "
+        f"--variants {' '.join(v for v in VARIANTS if v in variants)} --seeds {' '.join(map(str, seeds))}"
+    )
+
+
+def render(results: dict) -> str:
+    rows = [r for runs in results.values() for by_seed in runs.values() for r in by_seed.values()]
+    threads = sorted({r.get("threads") for r in rows}, key=str)
+    where = ", ".join("threads not recorded" if t is None else f"{t} thread(s) per run" for t in threads)
     lines = [
-        f"Command: `{command}` ({platform.processor() or platform.machine()}, {os.cpu_count()} cores); "
-        "test split, mean ± sd over seeds; each variant is the `default` recipe with the keys in "
-        "`bench/ablation.py` changed.",
+        f"Command: `{full_command(results)}` ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{where}); test split, mean ± sd over seeds; each variant is the `default` recipe with the keys in "
+        "`bench/ablation.py` changed. With one thread and another run on the other core, training minutes are "
+        "about 2.4x those of one run on a free 2-core machine.",
         "",
         "| dataset | variant | seeds | test AUC | test ACC | params | train min |",
         "|---|---|---|---|---|---|---|",
@@ -150,25 +168,26 @@ def main() -> None:
     ap.add_argument("--source", default=str(ROOT.parent / "shared" / "data" / "mednist"), help="source data")
     ap.add_argument("--source-epochs", type=int, default=2, help="epochs of the MedNIST source run")
     args = ap.parse_args()
-    command = "python bench/ablation.py " + " ".join(sys.argv[1:])
-    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results: dict = saved.get("results", {})
+    import torch
+
     for dataset in args.datasets:
         for variant in args.variants:
             for seed in args.seeds:
-                runs = results.setdefault(dataset, {}).setdefault(variant, {})
-                if str(seed) in runs and not args.force:
+                if str(seed) in _saved().get(dataset, {}).get(variant, {}) and not args.force:
                     continue
                 t0 = time.perf_counter()
                 needs_source = VARIANTS[variant][1].get("model", {}).get("init_from") == SOURCE
                 source = source_run(Path(args.out), args.source, args.source_epochs) if needs_source else None
-                runs[str(seed)] = run_one(dataset, variant, seed, Path(args.out), source)
-                print(f"{dataset} {variant} seed {seed}: {runs[str(seed)]} ({(time.perf_counter() - t0) / 60:.1f} min)")
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                RESULTS.write_text(json.dumps({"results": results, "command": command.strip()}, indent=2))
-                update_section(
-                    "ablation", "Ablation: augmentation and class imbalance (28 px)", render(results, command.strip())
-                )
+                row = run_one(dataset, variant, seed, Path(args.out), source) | {"threads": torch.get_num_threads()}
+                print(f"{dataset} {variant} seed {seed}: {row} ({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)
+                results = _saved()  # re-read: another process may have added runs meanwhile
+                results.setdefault(dataset, {}).setdefault(variant, {})[str(seed)] = row
+                write_json(RESULTS, {"results": results, "command": full_command(results)})
+                update_section("ablation", "Ablation: augmentation and class imbalance (28 px)", render(results))
+
+
+def _saved() -> dict:
+    return json.loads(RESULTS.read_text()).get("results", {}) if RESULTS.exists() else {}
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 For each model (untrained weights: speed does not depend on them) it measures, on this machine:
 
 * end-to-end throughput over ``--images`` PNG files: decode, resize, model, probabilities, in
-  batches of ``--batch``, for PyTorch eager (the baseline), ONNX Runtime fp32 and int8;
+  batches of ``--batch``, for PyTorch eager (the baseline), ONNX Runtime fp32, int8 and bf16 weights
+  (stored in bf16, computed in fp32: the CPU provider has no bf16 kernels);
 * single-image latency p50/p99 (model only, batch 1);
 * achieved GFLOP/s (model FLOPs x images/s) divided by the measured fp32 matrix-multiply roof (a
   large ``torch.matmul``), the share of the machine's peak the engine reaches (int8 can pass 100%:
@@ -131,15 +132,17 @@ def main() -> None:
             gflops = model_gflops(torch_pred.model, size)
             rng = np.random.default_rng(1)
             calib = rng.integers(0, 256, (64, 1, size, size), dtype=np.uint8)
-            export_onnx(torch_pred.model, torch_pred.meta, run / "model.int8.onnx", check_images=calib[:8],
-                        quantize="int8", calibration_images=calib)  # fmt: skip
             engines = {
                 "torch eager fp32": torch_pred,
                 "onnxruntime fp32": Predictor.from_checkpoint(run, engine="onnxruntime"),
-                "onnxruntime int8": Predictor.from_checkpoint(
-                    run, engine="onnxruntime", onnx_file=run / "model.int8.onnx"
-                ),
             }
+            for q in ("int8", "bf16"):
+                export_onnx(torch_pred.model, torch_pred.meta, run / f"model.{q}.onnx", check_images=calib[:8],
+                            quantize=q, calibration_images=calib)  # fmt: skip
+                name = "bf16 weights" if q == "bf16" else q
+                engines[f"onnxruntime {name}"] = Predictor.from_checkpoint(
+                    run, engine="onnxruntime", onnx_file=run / f"model.{q}.onnx"
+                )
             base = None
             for engine, pred in engines.items():
                 end_to_end(pred, paths[: args.batch], args.batch)  # warm-up

@@ -1,12 +1,14 @@
-"""ONNX export: parity with PyTorch (TTA and calibration in the graph), int8 with its AUC change, the ONNX engine."""
+"""ONNX export: parity with PyTorch (TTA and calibration in the graph), int8 and bf16 with their AUC change, the
+ONNX engine."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
-from medclass.deploy.export import ExportError, export_onnx, onnx_probs, onnx_session, read_metadata
+from medclass.deploy.export import ExportError, bf16_bits, export_onnx, onnx_probs, onnx_session, read_metadata
 from medclass.predict import Predictor
 
 
@@ -45,7 +47,7 @@ def test_int8_records_the_auc_change_and_the_engine_uses_it(run_with_tta, run_cl
     res = run_cli("export", "--checkpoint", run, "--quantize", "int8", "--out", out)
     assert res.code == 0, res.err
     q = read_metadata(out)["int8_test_auc"]
-    assert q["change"] == pytest.approx(q["int8"] - q["fp32"]) and "int8: test AUC" in res.out
+    assert q["change"] == pytest.approx(q["int8"] - q["fp32"]) and "test AUC" in res.out.split("int8: ")[1]
     pred = run_cli("predict", "--checkpoint", run, data, "--engine", "onnxruntime", "--onnx", out)
     assert pred.code == 0, pred.err
     torch_rows = run_cli("predict", "--checkpoint", run, data).out.splitlines()
@@ -54,6 +56,40 @@ def test_int8_records_the_auc_change_and_the_engine_uses_it(run_with_tta, run_cl
     p_torch = np.array([float(r.split(",")[2]) for r in torch_rows[1:]])
     p_onnx = np.array([float(r.split(",")[2]) for r in onnx_rows[1:]])
     assert np.abs(p_torch - p_onnx).max() < 0.1  # int8: close, not equal
+
+
+def test_bf16_bits_round_to_nearest_even_like_torch():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0, 3, 5000), [0.0, -0.0, 1.0, 1 + 2**-8, 1 + 3 * 2**-8, 3e38, -1e-40]])
+    values = values.astype(np.float32)
+    # 1 + 2**-8 is a tie between 1 and 1 + 2**-7: it goes to the even pattern (1.0); 1 + 3 * 2**-8 rounds up
+    expected = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(bf16_bits(values), expected)
+    back = (bf16_bits(values).astype(np.uint32) << 16).view(np.float32)
+    assert back[-4] == 1.0 and back[-3] == 1 + 2**-6
+
+
+def test_bf16_halves_the_weights_keeps_fp32_arithmetic_and_records_the_auc_change(run_with_tta, run_cli, tmp_path):
+    import onnx
+
+    run, data = run_with_tta
+    res = run_cli("export", "--checkpoint", run, "--quantize", "bf16")
+    assert res.code == 0, res.err
+    fp32, bf16 = run / "model.onnx", run / "model.bf16.onnx"
+    assert run_cli("export", "--checkpoint", run).code == 0
+    proto = onnx.load(str(bf16))
+    types = {i.data_type for i in proto.graph.initializer if len(i.dims) >= 2}
+    assert types == {onnx.TensorProto.BFLOAT16}
+    assert bf16.stat().st_size < 0.6 * fp32.stat().st_size
+    meta = read_metadata(bf16)
+    q = meta["bf16_test_auc"]
+    assert meta["quantization"] == "bf16" and q["change"] == pytest.approx(q["bf16"] - q["fp32"])
+    assert "bf16: max |dp| against fp32" in res.out
+    images = np.load(data)["test_images"][:, None]
+    p32, p16 = onnx_probs(onnx_session(fp32), images), onnx_probs(onnx_session(bf16), images)
+    # bf16 keeps 8 significant bits of each weight: close to fp32, but not identical
+    assert 0 < np.abs(p32 - p16).max() < 0.02
+    assert meta["reduced_max_abs_diff"] < 0.02
 
 
 def test_engine_exports_on_first_use_and_errors(tmp_path, make_npz, train_cli, run_cli):
