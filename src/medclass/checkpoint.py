@@ -76,7 +76,12 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ModelError(f"{run_dir}: checkpoint folder not found")
     meta = read_model_meta(run_dir)
     arch = meta["architecture"]
-    model = build_model(arch)
+    if "deep_ensemble" in meta:  # members' weights under members.<i>. (medclass.train.ensemble)
+        from medclass.train.ensemble import from_meta
+
+        model = from_meta(meta, build_model)
+    else:
+        model = build_model(arch)
     state = _load_tensors(run_dir / MODEL_WEIGHTS)
     try:
         model.load_state_dict(state)

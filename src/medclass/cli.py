@@ -91,7 +91,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "data": {"spec": args.data, "image_size": args.image_size, "window": args.window},
         "model": {"name": args.model, "init_from": args.init_from},
         "optim": {"lr": args.lr},
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "device": args.device},
+        "train": {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "device": args.device,
+            "ensemble": args.ensemble_size,
+        },
         "eval": {
             "operating_point": "sensitivity" if args.target_sensitivity is not None else None,
             "target_sensitivity": args.target_sensitivity,
@@ -127,11 +133,9 @@ def _load_args(cfg: Any) -> tuple:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from medclass.checkpoint import load_model, save_model
     from medclass.config import build_config
     from medclass.data.sources import load_configured
-    from medclass.evaluate import fit_post_training, read_history, write_evaluation
-    from medclass.train.loop import fit, resume_config
+    from medclass.train.loop import resume_config
 
     if args.resume:
         if not args.out or not (Path(args.out) / "config.yaml").is_file():
@@ -159,33 +163,82 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         if _load_args(cfg) != before:
             dataset = load_configured(cfg.data)
+    if cfg.train.ensemble < 1:
+        raise MedclassError(f"train.ensemble: a run needs at least one model, got {cfg.train.ensemble}")
     cfg.name = out.name
     print(dataset.describe())
     steps = f" (at least {cfg.train.min_steps} steps)" if cfg.train.min_steps else ""
-    print(f"model {cfg.model.name}, recipe {cfg.recipe}, {cfg.train.epochs} epochs{steps}, output {out}")
+    members = f", a deep ensemble of {cfg.train.ensemble}" if cfg.train.ensemble > 1 else ""
+    print(f"model {cfg.model.name}{members}, recipe {cfg.recipe}, {cfg.train.epochs} epochs{steps}, output {out}")
     t0 = time.perf_counter()
+    if cfg.train.ensemble > 1:
+        metrics = _train_ensemble(cfg, dataset, out, resume=args.resume, quiet=args.quiet)
+    else:
+        metrics = _train_one(cfg, dataset, out, resume=args.resume, quiet=args.quiet)
+    print(f"training took {(time.perf_counter() - t0) / 60:.1f} min; run folder {out}")
+    _summary(metrics)
+    return 0
+
+
+def _train_one(cfg: Any, dataset: Any, out: Path, *, resume: bool, quiet: bool) -> dict[str, Any]:
+    """Train one model into ``out``, fit what is fitted on validation, write metrics and report; the metrics."""
+    from medclass.checkpoint import load_model
+    from medclass.evaluate import read_history
+
     if cfg.model.name.lower().startswith("classical/"):
         from medclass.classical.fit import fit_classical
         from medclass.train.loop import model_meta
 
         history = fit_classical(cfg, dataset, out, meta=model_meta(cfg, dataset))
     else:
-        history = fit(cfg, dataset, out, resume=args.resume, progress=not args.quiet)
-    minutes = (time.perf_counter() - t0) / 60
+        from medclass.train.loop import fit
+
+        history = fit(cfg, dataset, out, resume=resume, progress=not quiet)
     model, meta = load_model(out)
+    return _finish_run(cfg, dataset, out, model, meta, read_history(out) or history)
+
+
+def _finish_run(cfg: Any, dataset: Any, out: Path, model: Any, meta: dict, history: list) -> dict[str, Any]:
+    """Fit calibration, threshold, conformal sets and referral on validation; save the checkpoint and the report."""
+    from medclass.checkpoint import save_model
+    from medclass.evaluate import fit_post_training, write_evaluation
+
     metrics, plot, _ = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)
     save_model(out, model, {k: v for k, v in meta.items() if k != "format_version"})
-    write_evaluation(
-        out,
-        metrics,
-        plot,
-        history=read_history(out) or history,
-        config=cfg.to_dict(),
-        title=f"medclass: {dataset.name} / {cfg.model.name}",
-    )
-    print(f"training took {minutes:.1f} min; run folder {out}")
-    _summary(metrics)
-    return 0
+    title = f"medclass: {dataset.name} / {cfg.model.name}"
+    write_evaluation(out, metrics, plot, history=history, config=cfg.to_dict(), title=title)
+    return metrics
+
+
+def _train_ensemble(cfg: Any, dataset: Any, out: Path, *, resume: bool, quiet: bool) -> dict[str, Any]:
+    """Train ``cfg.train.ensemble`` members one after another (see :mod:`medclass.train.ensemble`); the metrics."""
+    from medclass.checkpoint import load_model
+    from medclass.config import dump_yaml
+    from medclass.evaluate import read_history
+    from medclass.train.ensemble import combine, ensemble_history, member_config, member_dir
+    from medclass.train.loop import history_csv
+    from medclass.utils.files import write_text
+
+    if cfg.model.name.lower().startswith("classical/"):
+        raise MedclassError("train.ensemble: deep ensembles need a neural network, not a classical model")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", dump_yaml(cfg))  # what --resume reads
+    members, seeds, histories = [], [], []
+    for i in range(cfg.train.ensemble):
+        mcfg, mdir = member_config(cfg, i), member_dir(out, i)
+        if (mdir / "metrics.json").is_file():
+            print(f"member {i + 1}/{cfg.train.ensemble}: finished earlier ({mdir})")
+        else:
+            print(f"member {i + 1}/{cfg.train.ensemble}: seed {mcfg.train.seed}, output {mdir}")
+            mcfg.name = f"{cfg.name}/members/{mdir.name}"
+            _train_one(mcfg, dataset, mdir, resume=resume and (mdir / "config.yaml").is_file(), quiet=quiet)
+        members.append(load_model(mdir))
+        seeds.append(mcfg.train.seed)
+        histories.append(read_history(mdir))
+    model, meta = combine(members, seeds)
+    history = ensemble_history(histories)
+    write_text(out / "history.csv", history_csv(history))
+    return _finish_run(cfg, dataset, out, model, meta, history)
 
 
 def _split_options(run: Path) -> dict[str, Any]:
@@ -329,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int)
     t.add_argument("--window", help="DICOM window preset (ct_lung, ct_mediastinum, ct_bone, ct_brain, ct_abdomen)")
     t.add_argument("--seed", type=int)
+    t.add_argument(
+        "--ensemble-size", type=int, metavar="K", help="train K models and keep their average (a deep ensemble)"
+    )
     t.add_argument("--device", help="auto (a CUDA GPU when there is one), cpu or cuda[:N]")
     t.add_argument("--target-sensitivity", type=float, help="choose the operating point for this sensitivity on val")
     t.add_argument("--out", help="run folder (default runs/<data>-<model>-<time>)")

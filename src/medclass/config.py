@@ -176,6 +176,9 @@ class TrainConfig:
         device: ``auto`` (a CUDA GPU when PyTorch sees one, else the CPU), ``cpu`` or ``cuda[:N]``.
             Rows are stored and augmented on the CPU and each batch moves to the device; runs on a
             GPU are not bit-for-bit reproducible.
+        ensemble: Train this many models (seeds ``seed * ensemble + i``, an equal share of
+            ``max_minutes`` each) and keep their averaged probabilities as the run's model: a deep
+            ensemble in one checkpoint (:mod:`medclass.train.ensemble`). 1 = one model.
     """
 
     epochs: int = 20
@@ -190,6 +193,7 @@ class TrainConfig:
     sampler: str = "random"
     max_minutes: float | None = None
     device: str = "auto"
+    ensemble: int = 1
 
 
 @dataclass

@@ -239,7 +239,8 @@ def _fmt_row(row: dict[str, Any]) -> str:
     return f"val_auc {row['val_auc']:.4f} val_acc {row['val_acc']:.4f}"
 
 
-def _history_csv(rows: list[dict[str, Any]]) -> str:
+def history_csv(rows: list[dict[str, Any]]) -> str:
+    """Epoch rows as CSV text with a header (the keys of the first row); empty for no rows."""
     if not rows:
         return ""
     buf = io.StringIO()
@@ -484,7 +485,7 @@ def fit(
                 "epochs": epochs,
             },
         )
-        write_text(out_dir / "history.csv", _history_csv(history))
+        write_text(out_dir / "history.csv", history_csv(history))
         if bar is None:
             log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.4f} {_fmt_row(row)}")
         spent = sum(r["seconds"] for r in history) / 60

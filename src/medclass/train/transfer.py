@@ -76,7 +76,10 @@ def load_matching(model: nn.Module, tensors: dict[str, torch.Tensor], *, where: 
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A safetensors file as a state dict; a medclass run folder gives its ``model.safetensors``."""
+    """A safetensors file as a state dict; a medclass run folder gives its ``model.safetensors``.
+
+    A deep-ensemble run (``train.ensemble``) gives its first member's weights.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -86,9 +89,12 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelError(f"{path}: not a valid safetensors file ({err})") from None
+    if any(k.startswith("members.") for k in tensors):  # a deep-ensemble run: start from its first member
+        tensors = {k.removeprefix("members.0."): v for k, v in tensors.items() if k.startswith("members.0.")}
+    return tensors
 
 
 def pretrained_source(model_name: str, weights: str | None) -> Path | None:
