@@ -17,6 +17,7 @@ Threads follow ``OMP_NUM_THREADS``; the table states the count used.
 Usage:
     OMP_NUM_THREADS=1 python bench/leaderboard.py [--datasets pneumoniamnist breastmnist mednist64]
         [--models smallcnn capsnet ...] [--seeds 0 1 2] [--minutes 1.5]
+    python bench/leaderboard.py --datasets ... --inference-only   # inference again, this process's threads
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def render(saved: dict[str, dict], *, gpu: bool = False) -> str:
         head = (
             f"{platform.machine()}, {os.cpu_count()} cores. Test split, mean ± sd over seeds; the default recipe with "
             "each model, its learning-rate schedule fitted to the per-run training budget. Inference: "
-            "`Predictor.predict_array` on 256 test images, best of 3, with the run's thread count."
+            "`Predictor.predict_array` on 256 test images, best of 3, with the thread count stated per dataset."
         )
         columns = ["model", "seeds", "test AUC", "test ACC", "params", "train min", "infer img/s"]
     lines = [head, ""]
@@ -121,6 +122,12 @@ def render(saved: dict[str, dict], *, gpu: bool = False) -> str:
         models = entry["results"]
         where = entry.get("device") or f"{entry['threads']} thread(s) per run"
         lines += [f"### {dataset}", "", f"Command: `{entry['command']}` ({where}).", ""]
+        speed = entry.get("inference")
+        if speed:
+            lines += [
+                f"Inference re-measured with {speed['threads']} threads on one run per model: `{speed['command']}`.",
+                "",
+            ]
         if dataset in FOLDERS:
             folder, size, val, test = FOLDERS[dataset]
             lines += [
@@ -139,7 +146,8 @@ def render(saved: dict[str, dict], *, gpu: bool = False) -> str:
             row = [model, str(len(rs)), mean_sd([r["auc"] for r in rs]), mean_sd([r["acc"] for r in rs])]
             row += [f"{rs[0]['params']:,}", f"{statistics.mean(r['minutes'] for r in rs):.1f}"]
             if not gpu:
-                row.append(f"{statistics.mean(r['img_s'] for r in rs):.0f}")
+                rate = speed["img_s"].get(model) if speed else None
+                row.append(f"{rate if rate is not None else statistics.mean(r['img_s'] for r in rs):.0f}")
             lines.append("| " + " | ".join(row) + " |")
         lines += [""] + [f"- failed: {f}" for f in failed] + ([""] if failed else [])
     return "\n".join(lines)
@@ -167,6 +175,39 @@ def render_all() -> None:
             update_section(name, heading, render(saved, gpu=gpu))
 
 
+def _test_images(dataset: str, data_root: str) -> tuple[str, int | None, dict, object]:
+    """``(spec, native size, split fractions, first 256 test images)`` of a leaderboard dataset."""
+    from medclass.data.sources import load_dataset
+
+    spec, native, split = dataset, None, {}
+    if dataset in FOLDERS:
+        folder, native, val, test = FOLDERS[dataset]
+        spec, split = str(Path(data_root) / folder), {"val": val, "test": test}
+    data = load_dataset(spec, image_size=native, **split)
+    return spec, int(data.sample_shape[-1]), split, data.splits["test"].images[:256].numpy()
+
+
+def remeasure_inference(args: argparse.Namespace) -> None:
+    """Time ``Predictor.predict_array`` again for one recorded run per model, with the current thread count."""
+    import torch
+
+    command = "python bench/leaderboard.py " + " ".join(sys.argv[1:])
+    for dataset in args.datasets:
+        file = Path(args.results) if args.results else RESULTS / f"leaderboard-{dataset}.json"
+        entry = json.loads(file.read_text())
+        images = _test_images(dataset, args.data)[3]
+        rates = {}
+        for model, runs in entry["results"].items():
+            seeds = [k for k, r in runs.items() if "error" not in r]
+            run = Path(args.out) / f"{dataset}-{model.replace('/', '_')}-s{seeds[0]}" if seeds else None
+            if run is not None and (run / "model.json").is_file():
+                rates[model] = inference_rate(run, images)
+                print(dataset, model, f"{rates[model]:.0f} img/s", flush=True)
+        entry["inference"] = {"threads": torch.get_num_threads(), "command": command, "img_s": rates}
+        file.write_text(json.dumps(entry, indent=2))
+    render_all()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "breastmnist"])
@@ -178,15 +219,21 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from saved results")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding mednist/")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-leaderboard"))
+    ap.add_argument(
+        "--inference-only",
+        action="store_true",
+        help="re-measure inference of recorded runs with this process's threads (one run per model), no training",
+    )
     args = ap.parse_args()
     if args.render:
         render_all()
         return
+    if args.inference_only:
+        remeasure_inference(args)
+        return
     command = "python bench/leaderboard.py " + " ".join(sys.argv[1:])
     gpu = args.device != "cpu"
     import torch
-
-    from medclass.data.sources import load_dataset
 
     for dataset in args.datasets:
         file = Path(args.results) if args.results else RESULTS / f"leaderboard{'-gpu' if gpu else ''}-{dataset}.json"
@@ -195,14 +242,9 @@ def main() -> None:
         if gpu:
             entry["device"] = torch.cuda.get_device_name(0)
         results: dict = entry["results"]
-        spec, native, split, data_yaml = dataset, None, {}, ""
-        if dataset in FOLDERS:
-            folder, native, val, test = FOLDERS[dataset]
-            spec, split = str(Path(args.data) / folder), {"val": val, "test": test}
-            data_yaml = f"data:\n  val_fraction: {val}\n  test_fraction: {test}\n"
-        data = load_dataset(spec, image_size=native, **split)
-        native = int(data.sample_shape[-1])
-        test_images = data.splits["test"].images[:256].numpy()
+        spec, native, split, test_images = _test_images(dataset, args.data)
+        data_yaml = "".join(f"  {k}_fraction: {v}\n" for k, v in split.items())
+        data_yaml = f"data:\n{data_yaml}" if data_yaml else ""
         for model in args.models:
             for seed in args.seeds:
                 runs = results.setdefault(model, {})

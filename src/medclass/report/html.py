@@ -47,7 +47,7 @@ _POINT_COLUMNS = (
     ("acc", "Accuracy"),
     ("balanced_accuracy", "Bal. acc."),
 )
-_HISTORY_SKIP = {"epoch", "step", "steps", "seconds", "time", "elapsed", "wall_s", "samples"}
+_HISTORY_SKIP = {"epoch", "member", "step", "steps", "seconds", "time", "elapsed", "wall_s", "samples"}
 
 _CSS = """
 .gallery { display: flex; flex-wrap: wrap; gap: 8px; }
