@@ -165,6 +165,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             dataset = load_configured(cfg.data)
     if cfg.train.ensemble < 1:
         raise MedclassError(f"train.ensemble: a run needs at least one model, got {cfg.train.ensemble}")
+    if cfg.train.ensemble > 1 and cfg.model.name.lower().startswith("classical/"):
+        raise MedclassError("train.ensemble: deep ensembles need a neural network, not a classical model")
     cfg.name = out.name
     print(dataset.describe())
     steps = f" (at least {cfg.train.min_steps} steps)" if cfg.train.min_steps else ""
@@ -174,14 +176,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.train.ensemble > 1:
         metrics = _train_ensemble(cfg, dataset, out, resume=args.resume, quiet=args.quiet)
     else:
-        metrics = _train_one(cfg, dataset, out, resume=args.resume, quiet=args.quiet)
+        metrics = _train_one(cfg, dataset, out, resume=args.resume, quiet=args.quiet)[0]
     print(f"training took {(time.perf_counter() - t0) / 60:.1f} min; run folder {out}")
     _summary(metrics)
     return 0
 
 
-def _train_one(cfg: Any, dataset: Any, out: Path, *, resume: bool, quiet: bool) -> dict[str, Any]:
-    """Train one model into ``out``, fit what is fitted on validation, write metrics and report; the metrics."""
+def _train_one(cfg: Any, dataset: Any, out: Path, *, resume: bool, quiet: bool) -> tuple[dict, Any, dict, list]:
+    """Train one model into ``out``, fit what is fitted on validation, write metrics and report.
+
+    Returns:
+        ``(metrics, model, model.json content, epoch history)``.
+    """
     from medclass.checkpoint import load_model
     from medclass.evaluate import read_history
 
@@ -195,7 +201,8 @@ def _train_one(cfg: Any, dataset: Any, out: Path, *, resume: bool, quiet: bool) 
 
         history = fit(cfg, dataset, out, resume=resume, progress=not quiet)
     model, meta = load_model(out)
-    return _finish_run(cfg, dataset, out, model, meta, read_history(out) or history)
+    history = read_history(out) or history
+    return _finish_run(cfg, dataset, out, model, meta, history), model, meta, history
 
 
 def _finish_run(cfg: Any, dataset: Any, out: Path, model: Any, meta: dict, history: list) -> dict[str, Any]:
@@ -219,8 +226,6 @@ def _train_ensemble(cfg: Any, dataset: Any, out: Path, *, resume: bool, quiet: b
     from medclass.train.loop import history_csv
     from medclass.utils.files import write_text
 
-    if cfg.model.name.lower().startswith("classical/"):
-        raise MedclassError("train.ensemble: deep ensembles need a neural network, not a classical model")
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", dump_yaml(cfg))  # what --resume reads
     members, seeds, histories = [], [], []
@@ -228,13 +233,16 @@ def _train_ensemble(cfg: Any, dataset: Any, out: Path, *, resume: bool, quiet: b
         mcfg, mdir = member_config(cfg, i), member_dir(out, i)
         if (mdir / "metrics.json").is_file():
             print(f"member {i + 1}/{cfg.train.ensemble}: finished earlier ({mdir})")
+            model, meta = load_model(mdir)
+            history = read_history(mdir)
         else:
             print(f"member {i + 1}/{cfg.train.ensemble}: seed {mcfg.train.seed}, output {mdir}")
             mcfg.name = f"{cfg.name}/members/{mdir.name}"
-            _train_one(mcfg, dataset, mdir, resume=resume and (mdir / "config.yaml").is_file(), quiet=quiet)
-        members.append(load_model(mdir))
+            member_resume = resume and (mdir / "config.yaml").is_file()
+            _, model, meta, history = _train_one(mcfg, dataset, mdir, resume=member_resume, quiet=quiet)
+        members.append((model, meta))
         seeds.append(mcfg.train.seed)
-        histories.append(read_history(mdir))
+        histories.append(history)
     model, meta = combine(members, seeds)
     history = ensemble_history(histories)
     write_text(out / "history.csv", history_csv(history))

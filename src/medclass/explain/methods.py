@@ -37,14 +37,19 @@ class ClassScores(nn.Module):
         return torch.cat([-out, out], dim=1) if self.task == "binary" else out
 
 
+def _networks(model: nn.Module) -> list[nn.Module]:
+    """The members of an ensemble (:class:`~medclass.trust.ensemble.ProbabilityAverage`), else the model itself."""
+    members = getattr(model, "members", None)
+    return list(members) if isinstance(members, nn.ModuleList) else [model]
+
+
 def cam_layers(model: nn.Module) -> list[nn.Module]:
     """The modules whose activations CAM methods use: the model's ``default_cam_layer``, or each member's.
 
-    For an ensemble (:class:`~medclass.trust.ensemble.ProbabilityAverage`) the map is computed at every
-    member's layer against the averaged output, and the members' maps are averaged.
+    For an ensemble the map is computed at every member's layer against the averaged output, and the
+    members' maps are averaged.
     """
-    members = getattr(model, "members", None)
-    return [cam_layer(m) for m in members] if isinstance(members, nn.ModuleList) else [cam_layer(model)]
+    return [cam_layer(m) for m in _networks(model)]
 
 
 def cam_layer(model: nn.Module) -> nn.Module:
@@ -85,8 +90,7 @@ def _cam(model: nn.Module, task: str, x: torch.Tensor, targets: Sequence[int], m
 
     cls = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}[method]
     wrapped = ClassScores(model, task).eval()
-    members = getattr(model, "members", None)
-    base = members[0] if isinstance(members, nn.ModuleList) else model  # members share one architecture
+    base = _networks(model)[0]  # an ensemble's members share one architecture
     reshape = _token_grid(base, x) if hasattr(base, "patch_embed") else None
     with cls(model=wrapped, target_layers=cam_layers(model), reshape_transform=reshape) as cam:
         if method == "scorecam":
