@@ -89,7 +89,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "data": {"spec": args.data, "image_size": args.image_size, "window": args.window},
-        "model": {"name": args.model, "init_from": args.init_from},
+        "model": {"name": args.model, "init_from": args.init_from, "members": [] if args.model else None},
         "optim": {"lr": args.lr},
         "train": {
             "epochs": args.epochs,
@@ -165,13 +165,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             dataset = load_configured(cfg.data)
     if cfg.train.ensemble < 1:
         raise MedclassError(f"train.ensemble: a run needs at least one model, got {cfg.train.ensemble}")
-    if cfg.train.ensemble > 1 and cfg.model.name.lower().startswith("classical/"):
-        raise MedclassError("train.ensemble: deep ensembles need a neural network, not a classical model")
+    if cfg.model.members and cfg.train.ensemble == 1:
+        cfg.train.ensemble = len(cfg.model.members)
+    names = cfg.model.members if cfg.train.ensemble > 1 and cfg.model.members else [cfg.model.name]
+    if cfg.train.ensemble > 1 and any(n.lower().startswith("classical/") for n in names):
+        raise MedclassError("train.ensemble: deep ensembles need neural networks, not classical models")
+    if cfg.train.ensemble > 1 and cfg.model.members:  # an unknown or unfitting member fails now, not halfway
+        from medclass.train.ensemble import member_config
+        from medclass.train.loop import model_meta
+
+        for i in range(min(cfg.train.ensemble, len(cfg.model.members))):
+            model_meta(member_config(cfg, i), dataset)
     cfg.name = out.name
     print(dataset.describe())
     steps = f" (at least {cfg.train.min_steps} steps)" if cfg.train.min_steps else ""
     members = f", a deep ensemble of {cfg.train.ensemble}" if cfg.train.ensemble > 1 else ""
-    print(f"model {cfg.model.name}{members}, recipe {cfg.recipe}, {cfg.train.epochs} epochs{steps}, output {out}")
+    model = " + ".join(dict.fromkeys(names))
+    print(f"model {model}{members}, recipe {cfg.recipe}, {cfg.train.epochs} epochs{steps}, output {out}")
     t0 = time.perf_counter()
     if cfg.train.ensemble > 1:
         metrics = _train_ensemble(cfg, dataset, out, resume=args.resume, quiet=args.quiet)
@@ -230,7 +240,8 @@ def _train_ensemble(cfg: Any, dataset: Any, out: Path, *, resume: bool, quiet: b
     write_text(out / "config.yaml", dump_yaml(cfg))  # what --resume reads
     members, seeds, histories = [], [], []
     for i in range(cfg.train.ensemble):
-        mcfg, mdir = member_config(cfg, i), member_dir(out, i)
+        spent = sum(r["seconds"] for h in histories for r in h) / 60
+        mcfg, mdir = member_config(cfg, i, spent), member_dir(out, i)
         if (mdir / "metrics.json").is_file():
             print(f"member {i + 1}/{cfg.train.ensemble}: finished earlier ({mdir})")
             model, meta = load_model(mdir)

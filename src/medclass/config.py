@@ -85,6 +85,9 @@ class ModelConfig:
             every ``unfreeze_every`` epochs.
         unfreeze_every: Epochs between unfreezing steps with ``freeze: gradual``.
         truncate: Drop this many final stages of the backbone (a smaller model; 0 keeps all).
+        members: Architectures of a deep ensemble's members (``train.ensemble``), taken in turn;
+            empty: every member is ``name``. A list and ``ensemble: 1`` train one member per entry.
+            ``--model`` clears it.
     """
 
     name: str = "smallcnn"
@@ -95,6 +98,7 @@ class ModelConfig:
     freeze: str = "none"
     unfreeze_every: float = 1.0
     truncate: int = 0
+    members: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -170,15 +174,16 @@ class TrainConfig:
             datasets get enough updates (0 = off).
         sampler: ``random`` (each row once per epoch, shuffled) or ``balanced`` (rows drawn with
             replacement so every class is equally likely).
-        max_minutes: Training-time budget. The first epoch's duration decides how many epochs fit, and
-            the learning-rate schedule is shortened to end there; an epoch still running when the
-            budget is spent ends at that step. The best epoch so far is kept.
+        max_minutes: Training-time budget. The first two epochs' durations decide how many epochs
+            fit, and the learning-rate schedule is shortened to end there; an epoch still running
+            when the budget is spent ends at that step. The best epoch so far is kept.
         device: ``auto`` (a CUDA GPU when PyTorch sees one, else the CPU), ``cpu`` or ``cuda[:N]``.
             Rows are stored and augmented on the CPU and each batch moves to the device; runs on a
             GPU are not bit-for-bit reproducible.
-        ensemble: Train this many models (seeds ``seed * ensemble + i``, an equal share of
-            ``max_minutes`` each) and keep their averaged probabilities as the run's model: a deep
-            ensemble in one checkpoint (:mod:`medclass.train.ensemble`). 1 = one model.
+        ensemble: Train this many models (seeds ``seed * ensemble + i``, each an even share of what
+            the earlier ones left of ``max_minutes``) and keep their averaged probabilities as the
+            run's model: a deep ensemble in one checkpoint (:mod:`medclass.train.ensemble`).
+            1 = one model.
     """
 
     epochs: int = 20

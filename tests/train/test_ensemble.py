@@ -27,10 +27,16 @@ def ensemble_run(tmp_path_factory, make_npz, fast_config, cli_main):
 
 def test_member_config_gives_disjoint_seeds_and_shares_the_budget():
     cfg = build_config(overrides={"train": {"ensemble": 3, "seed": 2, "max_minutes": 12.0}})
-    members = [member_config(cfg, i) for i in range(3)]
+    members = [member_config(cfg, i, spent_minutes=4.0 * i) for i in range(3)]  # each used its share
     assert [m.train.seed for m in members] == [6, 7, 8]  # seed 1's members are 3, 4, 5: never shared
     assert all(m.train.ensemble == 1 and m.train.max_minutes == pytest.approx(4.0) for m in members)
     assert cfg.train.seed == 2 and cfg.train.ensemble == 3  # the run's own config is untouched
+    assert member_config(cfg, 1, spent_minutes=2.0).train.max_minutes == pytest.approx(5.0)  # (12 - 2) / 2
+    assert member_config(cfg, 2, spent_minutes=6.5).train.max_minutes == pytest.approx(5.5)  # what is left
+    assert member_config(cfg, 2, spent_minutes=13.0).train.max_minutes > 0  # overspent: still a budget, not none
+    mixed = build_config(overrides={"train": {"ensemble": 3}, "model": {"members": ["smallcnn", "capsnet"]}})
+    assert [member_config(mixed, i).model.name for i in range(3)] == ["smallcnn", "capsnet", "smallcnn"]
+    assert member_config(mixed, 1).model.members == []
 
 
 def test_history_numbers_epochs_through_the_members():
@@ -97,3 +103,44 @@ def test_an_ensemble_needs_a_network_and_one_member(tmp_path, make_npz, run_cli,
         "train", "--data", data, "--model", "classical/hog-svm", "--ensemble-size", "2", "--out", tmp_path / "c"
     )
     assert res.code == 2 and "classical" in res.err
+
+
+def test_members_of_different_architectures_make_one_checkpoint_every_command_takes(
+    tmp_path, make_npz, fast_config, run_cli
+):
+    from medclass.serve.app import model_card
+
+    data = make_npz(tmp_path / "d.npz", sizes=(40, 16, 16), size=16)
+    cfg = tmp_path / "mixed.yaml"
+    cfg.write_text(fast_config.read_text() + "\nmodel:\n  members: [smallcnn, hybrid_cnn_vit, vit_tiny]\n")
+    run = tmp_path / "run"
+    res = run_cli("train", "--data", data, "--config", cfg, "--out", run, "--quiet")  # ensemble: 1 -> one per entry
+    assert res.code == 0, res.err
+    assert "smallcnn + hybrid_cnn_vit + vit_tiny, a deep ensemble of 3" in res.out
+    meta = json.loads((run / "model.json").read_text())
+    names = [a["name"] for a in meta["deep_ensemble"]["architectures"]]
+    assert names == ["smallcnn", "hybrid_cnn_vit", "vit_tiny"]
+    model, _ = load_model(run)
+    kinds = [type(load_model(member_dir(run, i))[0]).__name__ for i in range(3)]
+    assert [type(m).__name__ for m in model.members] == kinds and len(set(kinds)) == 3
+    assert model_card(Predictor.from_checkpoint(run), run)["ensemble"] == names
+    assert run_cli("predict", "--checkpoint", run, data).code == 0
+    ex = run_cli("export", "--checkpoint", run, "--out", tmp_path / "m.onnx")
+    assert ex.code == 0, ex.err  # parity with PyTorch held
+    images = tmp_path / "x.npy"
+    np.save(images, np.load(data)["test_images"][:2])
+    exp = run_cli("explain", "--checkpoint", run, images, "--method", "gradcam", "--out", tmp_path / "cam")
+    assert exp.code == 0, exp.err  # convolutional maps and transformer tokens averaged together
+    maps = sorted((tmp_path / "cam").rglob("*.npy"))
+    assert len(maps) == 2 and all(np.isfinite(np.load(m)).all() and np.load(m).max() > 0 for m in maps)
+    one = run_cli("train", "--data", data, "--config", cfg, "--model", "smallcnn", "--out", tmp_path / "one", "--quiet")
+    assert one.code == 0 and not (tmp_path / "one" / "members").exists()  # --model names the one architecture
+
+
+def test_an_unknown_member_architecture_fails_before_training(tmp_path, make_npz, fast_config, run_cli):
+    data = make_npz(tmp_path / "d.npz", sizes=(20, 8, 8), size=12)
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(fast_config.read_text() + "\nmodel:\n  members: [smallcnn, no_such_net]\n")
+    res = run_cli("train", "--data", data, "--config", cfg, "--out", tmp_path / "r")
+    assert res.code == 2 and "no_such_net" in res.err
+    assert not (tmp_path / "r" / "members").exists()

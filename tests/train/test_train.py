@@ -205,13 +205,19 @@ def test_time_budget_shortens_the_schedule_and_ends_the_epoch_that_spends_it(tmp
     assert _json(tmp_path / "r" / "metrics.json")["splits"]["test"]["auc"] >= 0
 
 
-def test_fit_budget_counts_the_epochs_the_first_one_allows():
+def test_fit_budget_counts_the_epochs_the_latest_one_allows():
     from medclass.train.loop import _fit_budget
 
+    def rows(*seconds: float) -> list[dict]:
+        return [{"seconds": s} for s in seconds]
+
     logs: list[str] = []
-    assert _fit_budget(10, 30.0, 2.0, logs.append) == 4  # 120 s / 30 s
-    assert _fit_budget(10, 300.0, 2.0, logs.append) == 1  # one epoch at least
-    assert _fit_budget(3, 1.0, 2.0, logs.append) == 3 and len(logs) == 2  # never more than planned
+    assert _fit_budget(10, rows(30.0), 2.0, logs.append) == 4  # 120 s / 30 s
+    assert _fit_budget(10, rows(300.0), 2.0, logs.append) == 1  # one epoch at least
+    assert _fit_budget(3, rows(1.0), 2.0, logs.append) == 3 and len(logs) == 2  # never more than planned
+    assert _fit_budget(10, rows(30.0, 15.0), 2.0, logs.append) == 7  # 2 done, 75 s left / 15 s: the estimate grows
+    assert _fit_budget(10, rows(30.0, 60.0), 2.0, logs.append) == 2  # never fewer than done
+    assert logs[-1] == "time budget of 2 min: 2 of 10 epochs fit; the schedule is shortened to 2"
 
 
 def test_continued_schedule_follows_the_new_plan_from_the_current_step():

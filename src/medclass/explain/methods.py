@@ -78,6 +78,8 @@ def _token_grid(model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], t
     prefix = int(getattr(model, "num_prefix_tokens", 1))
 
     def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 3:  # a convolutional member's map in an ensemble with transformers
+            return tokens
         grid = tokens[:, prefix:, :].reshape(tokens.shape[0], h, w, tokens.shape[-1])
         return grid.permute(0, 3, 1, 2)
 
@@ -90,8 +92,8 @@ def _cam(model: nn.Module, task: str, x: torch.Tensor, targets: Sequence[int], m
 
     cls = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}[method]
     wrapped = ClassScores(model, task).eval()
-    base = _networks(model)[0]  # an ensemble's members share one architecture
-    reshape = _token_grid(base, x) if hasattr(base, "patch_embed") else None
+    vit = next((m for m in _networks(model) if hasattr(m, "patch_embed")), None)
+    reshape = _token_grid(vit, x) if vit is not None else None
     with cls(model=wrapped, target_layers=cam_layers(model), reshape_transform=reshape) as cam:
         if method == "scorecam":
             cam.batch_size = 64

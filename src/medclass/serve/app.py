@@ -117,6 +117,11 @@ def model_card(predictor: Any, run_dir: Path | None) -> dict[str, Any]:
     meta = predictor.meta
     card: dict[str, Any] = {
         "name": meta["architecture"]["name"],
+        **(
+            {"ensemble": [a["name"] for a in ens.get("architectures") or [meta["architecture"]] * ens["size"]]}
+            if (ens := meta.get("deep_ensemble"))
+            else {}
+        ),
         "medclass_version": __version__,
         "task": meta["task"],
         "labels": meta["label_names"],

@@ -1,15 +1,15 @@
 """Deep ensembles trained as one run (``train.ensemble: K``): K members, one checkpoint.
 
 Member ``i`` is the run's configuration with seed ``seed * K + i`` (so the members of runs with
-different seeds never share a seed) and, under ``train.max_minutes``, an equal share of the
-budget. Each member is a complete run in ``OUT/members/m<i>`` (checkpoint, calibration, metrics,
-report); a member that finished is not trained again when the run resumes. The run folder then
-holds their :class:`~medclass.trust.ensemble.ProbabilityAverage` as one checkpoint: every member's
-weights in ``model.safetensors`` (``members.<i>.`` prefixes) and, in ``model.json``, the members'
-own calibrations under ``deep_ensemble``. Prediction, evaluation, export, the service and
-explanations load it like any run, and the calibration, operating threshold, conformal sets and
-referral of the averaged probabilities are fitted on validation like a single model's
-(Lakshminarayanan et al. 2017).
+different seeds never share a seed) and, under ``train.max_minutes``, an even share of what the
+members before it left of the budget. Each member is a complete run in ``OUT/members/m<i>``
+(checkpoint, calibration, metrics, report); a member that finished is not trained again when the
+run resumes. The run folder then holds their :class:`~medclass.trust.ensemble.ProbabilityAverage`
+as one checkpoint: every member's weights in ``model.safetensors`` (``members.<i>.`` prefixes)
+and, in ``model.json``, the members' own calibrations under ``deep_ensemble``. Prediction,
+evaluation, export, the service and explanations load it like any run, and the calibration,
+operating threshold, conformal sets and referral of the averaged probabilities are fitted on
+validation like a single model's (Lakshminarayanan et al. 2017).
 """
 
 from __future__ import annotations
@@ -32,14 +32,21 @@ def member_dir(out: str | Path, index: int) -> Path:
     return Path(out) / "members" / f"m{index}"
 
 
-def member_config(cfg: RunConfig, index: int) -> RunConfig:
-    """Member ``index``'s configuration: one model, its own seed, its share of the time budget."""
+def member_config(cfg: RunConfig, index: int, spent_minutes: float = 0.0) -> RunConfig:
+    """Member ``index``'s configuration: one model (the next of ``model.members``), its own seed and budget.
+
+    The share is what the earlier members left (``spent_minutes`` is their training time) split
+    evenly among this member and those after it.
+    """
     k = cfg.train.ensemble
     member = copy.deepcopy(cfg)
     member.train.ensemble = 1
     member.train.seed = cfg.train.seed * k + index
+    if cfg.model.members:
+        member.model.name = cfg.model.members[index % len(cfg.model.members)]
+        member.model.members = []
     if cfg.train.max_minutes:
-        member.train.max_minutes = cfg.train.max_minutes / k
+        member.train.max_minutes = max(cfg.train.max_minutes - spent_minutes, 1e-3) / (k - index)
     return member
 
 
@@ -58,14 +65,24 @@ def combine(members: list[tuple[nn.Module, dict[str, Any]]], seeds: list[int]) -
     calibrations = [meta.get("calibration") for _, meta in members]
     model = ProbabilityAverage([m for m, _ in members], calibrations, first["task"])
     meta = {k: v for k, v in first.items() if k not in _REFITTED}
-    meta["deep_ensemble"] = {"size": len(members), "seeds": list(seeds), "calibrations": calibrations}
+    meta["deep_ensemble"] = {
+        "size": len(members),
+        "seeds": list(seeds),
+        "calibrations": calibrations,
+        "architectures": [m["architecture"] for _, m in members],
+    }
     return model.eval(), meta
 
 
 def from_meta(meta: dict[str, Any], build: Any) -> ProbabilityAverage:
-    """An untrained ensemble shaped as ``meta`` says, to load weights into (``build(architecture)`` makes a member)."""
+    """An untrained ensemble shaped as ``meta`` says, to load weights into (``build(architecture)`` makes a member).
+
+    Each member has its own entry in ``deep_ensemble.architectures``; without that list, all are
+    ``meta["architecture"]``.
+    """
     ens = meta["deep_ensemble"]
-    members = [build(meta["architecture"]) for _ in range(int(ens["size"]))]
+    archs = ens.get("architectures") or [meta["architecture"]] * int(ens["size"])
+    members = [build(arch) for arch in archs]
     return ProbabilityAverage(members, ens["calibrations"], meta["task"])
 
 

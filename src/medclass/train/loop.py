@@ -363,7 +363,7 @@ def fit(
         train_split = replace(train_split, images=apply_equalize(train_split.images, eq))
         val = replace(val, images=apply_equalize(val.images, eq))
     steps = sum(1 for s in range(0, len(train_split), tc.batch_size) if len(train_split) - s >= 2)
-    epochs = max(tc.epochs, -(-tc.min_steps // max(steps, 1)))
+    epochs = planned = max(tc.epochs, -(-tc.min_steps // max(steps, 1)))
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
     ema = EMA(model, tc.ema) if tc.ema else None
@@ -449,10 +449,10 @@ def fit(
             "val_auc": round(float(medmnist.auc(val.labels, probs, task)), 6),
             "val_acc": round(float(medmnist.acc(val.labels, probs, task)), 6),
             "lr": scheduler.get_last_lr()[0],
-            "seconds": round(elapsed := time.perf_counter() - t0, 2),
+            "seconds": round(time.perf_counter() - t0, 2),
         }
         history.append(row)
-        if tc.max_minutes and epoch == 0 and (fit := _fit_budget(epochs, elapsed, tc.max_minutes, log)) < epochs:
+        if tc.max_minutes and epoch < 2 and (fit := _fit_budget(planned, history, tc.max_minutes, log)) != epochs:
             epochs = fit
             state = scheduler.state_dict()
             scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
@@ -498,11 +498,18 @@ def fit(
     return history
 
 
-def _fit_budget(epochs: int, first_epoch_seconds: float, max_minutes: float, log: Callable[[str], None]) -> int:
-    """The number of epochs that fit ``max_minutes``, judged by the first epoch (at least 1, at most ``epochs``)."""
-    fit = max(1, min(epochs, int(max_minutes * 60 // max(first_epoch_seconds, 1e-9))))
-    if fit < epochs:
-        log(f"time budget of {max_minutes:g} min: {fit} of {epochs} epochs fit; the schedule is shortened to {fit}")
+def _fit_budget(planned: int, history: list[dict[str, Any]], max_minutes: float, log: Callable[[str], None]) -> int:
+    """The number of epochs that fit ``max_minutes`` (at least those done, at most ``planned``).
+
+    Judged after each of the first two epochs by the latest one's duration: the first carries one-off
+    costs (kernel selection, allocations), so the second corrects its estimate, in either direction,
+    while the learning-rate schedule has barely moved.
+    """
+    done, spent = len(history), sum(r["seconds"] for r in history)
+    per_epoch = max(history[-1]["seconds"], 1e-9)
+    fit = max(done, 1, min(planned, done + int((max_minutes * 60 - spent) // per_epoch)))
+    if fit < planned:
+        log(f"time budget of {max_minutes:g} min: {fit} of {planned} epochs fit; the schedule is shortened to {fit}")
     return fit
 
 
