@@ -41,9 +41,9 @@ def render(results: dict, command: str) -> str:
         "are as measured; with OMP_NUM_THREADS=1 and another run on the other core they are about 2.4x those "
         "of one run on a free 2-core machine (PneumoniaMNIST, default recipe: 9.8 against 4.1 min).",
         "",
-        "| dataset | seeds | test AUC | test ACC | target AUC / ACC | best MedMNIST v2 row (AUC / ACC) "
+        "| dataset | model | seeds | test AUC | test ACC | target AUC / ACC | best MedMNIST v2 row (AUC / ACC) "
         "| train min | test ECE |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset, runs in results.items():
         rs = list(runs.values())
@@ -56,8 +56,10 @@ def render(results: dict, command: str) -> str:
             else "-"
         )
         target = "{:.3f} / {:.3f}".format(*TARGETS[dataset]) if dataset in TARGETS else "-"
+        models = {" + ".join(r["models"]) for r in rs if "models" in r}
+        model = models.pop() if len(models) == 1 else "-"
         lines.append(
-            f"| {dataset} | {', '.join(runs)} | {mean_sd([r['auc'] for r in rs], 4)} "
+            f"| {dataset} | {model} | {', '.join(runs)} | {mean_sd([r['auc'] for r in rs], 4)} "
             f"| {mean_sd([r['acc'] for r in rs], 4)} "
             f"| {target} | {ref} | {statistics.mean(r['minutes'] for r in rs):.1f} "
             f"| {mean_sd([r['ece'] for r in rs if 'ece' in r])} |"

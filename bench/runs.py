@@ -32,7 +32,11 @@ def train_and_read(args: list[str], out: Path, *, reuse: bool = True) -> dict:
     model = Predictor.from_checkpoint(out).model
     # classical models learn no parameters: count what they store (vocabulary, support vectors) instead
     params = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
+    meta = json.loads((out / "model.json").read_text())
+    ens = meta.get("deep_ensemble")
+    archs = (ens.get("architectures") or [meta["architecture"]] * ens["size"]) if ens else [meta["architecture"]]
     row = {"auc": test["auc"], "acc": test["acc"], "minutes": minutes, "params": params}
+    row["models"] = [a["name"] for a in archs]
     if "calibration" in test:
         row["ece"] = test["calibration"]["ece"]
     return row
