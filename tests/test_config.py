@@ -201,3 +201,18 @@ def test_train_applies_the_section_of_its_data(tmp_path, make_npz, run_cli, fast
     assert res.code == 0, res.err
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["eval"]["tta"] == ["hflip"]
+
+
+def test_every_shipped_recipe_resolves_for_every_catalog_dataset():
+    from medclass.data.catalog import CATALOG
+
+    for recipe in list_recipes():
+        for info in CATALOG.values():
+            cfg = build_config(recipe=recipe, modality=info.modality, dataset=info.name)
+            assert cfg.data.modality == info.modality and cfg.train.ensemble >= 1
+    breast = build_config(recipe="best", modality=CATALOG["breastmnist"].modality, dataset="breastmnist")
+    chest = build_config(recipe="best", modality=CATALOG["pneumoniamnist"].modality, dataset="pneumoniamnist")
+    adrenal = build_config(recipe="best", modality=CATALOG["adrenalmnist3d"].modality, dataset="adrenalmnist3d")
+    assert (breast.train.ensemble, chest.train.ensemble) == (3, 1)  # the ultrasound section, not the others
+    assert breast.eval.tta == chest.eval.tta == ["shift"] and adrenal.eval.tta == ["hflip", "vflip"]
+    assert {breast.train.max_minutes, chest.train.max_minutes, adrenal.train.max_minutes} == {15}
