@@ -167,6 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise MedclassError(f"train.ensemble: a run needs at least one model, got {cfg.train.ensemble}")
     if cfg.model.members and cfg.train.ensemble == 1:
         cfg.train.ensemble = len(cfg.model.members)
+        if cfg.train.ensemble == 1:  # a list of one: that model, alone
+            cfg.model.name, cfg.model.members = cfg.model.members[0], []
     names = cfg.model.members if cfg.train.ensemble > 1 and cfg.model.members else [cfg.model.name]
     if cfg.train.ensemble > 1 and any(n.lower().startswith("classical/") for n in names):
         raise MedclassError("train.ensemble: deep ensembles need neural networks, not classical models")
