@@ -491,7 +491,7 @@ def fit(
         spent = sum(r["seconds"] for r in history) / 60
         epoch += 1
         if tc.max_minutes and epoch < epochs and spent + row["seconds"] / 60 > tc.max_minutes:
-            log(f"time budget of {tc.max_minutes:g} min reached after epoch {epoch} of {epochs} ({spent:.1f} min)")
+            log(f"time budget of {tc.max_minutes:.3g} min reached after epoch {epoch} of {epochs} ({spent:.1f} min)")
             break
     if bar is not None:
         bar.close()
@@ -509,7 +509,7 @@ def _fit_budget(planned: int, history: list[dict[str, Any]], max_minutes: float,
     per_epoch = max(history[-1]["seconds"], 1e-9)
     fit = max(done, 1, min(planned, done + int((max_minutes * 60 - spent) // per_epoch)))
     if fit < planned:
-        log(f"time budget of {max_minutes:g} min: {fit} of {planned} epochs fit; the schedule is shortened to {fit}")
+        log(f"time budget of {max_minutes:.3g} min: {fit} of {planned} epochs fit; the schedule is shortened to {fit}")
     return fit
 
 
