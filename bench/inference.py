@@ -27,7 +27,9 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,20 +93,13 @@ def write_pngs(folder: Path, n: int, size: int) -> list[Path]:
     return paths
 
 
-def end_to_end(predictor: object, paths: list[Path], batch: int) -> float:
-    """Images/s for decode + preprocess + model + probabilities over ``paths``, in batches."""
+def throughput(call: Callable[[Any], object], items: Sequence[Any], batch: int) -> float:
+    """Items/s of ``call`` over ``items`` in batches: ``predictor.predict_paths`` on image files for the end to
+    end rate (decode, preprocess, model, probabilities), ``predictor.probs`` on a decoded stack for the engine alone."""
     t0 = time.perf_counter()
-    for i in range(0, len(paths), batch):
-        predictor.predict_paths(paths[i : i + batch])  # type: ignore[attr-defined]
-    return len(paths) / (time.perf_counter() - t0)
-
-
-def model_only(predictor: object, images: torch.Tensor, batch: int) -> float:
-    """Images/s of the engine alone: probabilities of an already decoded, prepared ``uint8`` stack, in batches."""
-    t0 = time.perf_counter()
-    for i in range(0, len(images), batch):
-        predictor.probs(images[i : i + batch])  # type: ignore[attr-defined]
-    return len(images) / (time.perf_counter() - t0)
+    for i in range(0, len(items), batch):
+        call(items[i : i + batch])
+    return len(items) / (time.perf_counter() - t0)
 
 
 def latency(predictor: object, image: np.ndarray, repeats: int = 50) -> tuple[float, float]:
@@ -155,15 +150,15 @@ def main() -> None:
                     run, engine="onnxruntime", onnx_file=run / f"model.{q}.onnx"
                 )
             for pred in engines.values():
-                end_to_end(pred, paths[: args.batch], args.batch)  # warm-up
+                throughput(pred.predict_paths, paths[: args.batch], args.batch)  # warm-up
             # rounds interleave the engines, so a slow spell of the host does not fall on one engine only
             rates = {engine: 0.0 for engine in engines}
             engine_rates = dict(rates)
             decoded, _ = torch_pred.load_inputs(paths)
             for _ in range(args.rounds):
                 for engine, pred in engines.items():
-                    rates[engine] = max(rates[engine], end_to_end(pred, paths, args.batch))
-                    engine_rates[engine] = max(engine_rates[engine], model_only(pred, decoded, args.batch))
+                    rates[engine] = max(rates[engine], throughput(pred.predict_paths, paths, args.batch))
+                    engine_rates[engine] = max(engine_rates[engine], throughput(pred.probs, decoded, args.batch))
             base, fp32 = rates["torch eager fp32"], "onnxruntime fp32"
             for engine, pred in engines.items():
                 rate = rates[engine]

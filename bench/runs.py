@@ -28,15 +28,14 @@ def train_and_read(args: list[str], out: Path, *, reuse: bool = True) -> dict:
     col = hist[0].split(",").index("seconds")
     minutes = sum(float(r.split(",")[col]) for r in hist[1:]) / 60
     from medclass.predict import Predictor
+    from medclass.train.ensemble import member_architectures
 
-    model = Predictor.from_checkpoint(out).model
+    predictor = Predictor.from_checkpoint(out)
+    model = predictor.model
     # classical models learn no parameters: count what they store (vocabulary, support vectors) instead
     params = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
-    meta = json.loads((out / "model.json").read_text())
-    ens = meta.get("deep_ensemble")
-    archs = (ens.get("architectures") or [meta["architecture"]] * ens["size"]) if ens else [meta["architecture"]]
     row = {"auc": test["auc"], "acc": test["acc"], "minutes": minutes, "params": params}
-    row["models"] = [a["name"] for a in archs]
+    row["models"] = [a["name"] for a in member_architectures(predictor.meta)]
     if "calibration" in test:
         row["ece"] = test["calibration"]["ece"]
     return row

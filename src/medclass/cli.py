@@ -169,15 +169,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.train.ensemble = len(cfg.model.members)
         if cfg.train.ensemble == 1:  # a list of one: that model, alone
             cfg.model.name, cfg.model.members = cfg.model.members[0], []
-    names = cfg.model.members if cfg.train.ensemble > 1 and cfg.model.members else [cfg.model.name]
+    from medclass.train.ensemble import member_config
+
+    member_cfgs = [member_config(cfg, i) for i in range(cfg.train.ensemble)] if cfg.train.ensemble > 1 else [cfg]
+    names = [m.model.name for m in member_cfgs]
     if cfg.train.ensemble > 1 and any(n.lower().startswith("classical/") for n in names):
         raise MedclassError("train.ensemble: deep ensembles need neural networks, not classical models")
     if cfg.train.ensemble > 1 and cfg.model.members:  # an unknown or unfitting member fails now, not halfway
-        from medclass.train.ensemble import member_config
         from medclass.train.loop import model_meta
 
-        for i in range(min(cfg.train.ensemble, len(cfg.model.members))):
-            model_meta(member_config(cfg, i), dataset)
+        for member in member_cfgs[: len(cfg.model.members)]:
+            model_meta(member, dataset)
     cfg.name = out.name
     print(dataset.describe())
     steps = f" (at least {cfg.train.min_steps} steps)" if cfg.train.min_steps else ""

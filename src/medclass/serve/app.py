@@ -113,15 +113,12 @@ class Metrics:
 def model_card(predictor: Any, run_dir: Path | None) -> dict[str, Any]:
     """What ``GET /v1/model`` returns: data, task, labels, metrics with CIs, thresholds, intended use."""
     from medclass import __version__
+    from medclass.train.ensemble import member_architectures
 
     meta = predictor.meta
     card: dict[str, Any] = {
         "name": meta["architecture"]["name"],
-        **(
-            {"ensemble": [a["name"] for a in ens.get("architectures") or [meta["architecture"]] * ens["size"]]}
-            if (ens := meta.get("deep_ensemble"))
-            else {}
-        ),
+        **({"ensemble": [a["name"] for a in member_architectures(meta)]} if "deep_ensemble" in meta else {}),
         "medclass_version": __version__,
         "task": meta["task"],
         "labels": meta["label_names"],

@@ -74,16 +74,22 @@ def combine(members: list[tuple[nn.Module, dict[str, Any]]], seeds: list[int]) -
     return model.eval(), meta
 
 
-def from_meta(meta: dict[str, Any], build: Any) -> ProbabilityAverage:
-    """An untrained ensemble shaped as ``meta`` says, to load weights into (``build(architecture)`` makes a member).
+def member_architectures(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``architecture`` entry of each member of a checkpoint's model (a single model: its own, once).
 
-    Each member has its own entry in ``deep_ensemble.architectures``; without that list, all are
+    Ensembles list theirs in ``deep_ensemble.architectures``; without that list, every member is
     ``meta["architecture"]``.
     """
-    ens = meta["deep_ensemble"]
-    archs = ens.get("architectures") or [meta["architecture"]] * int(ens["size"])
-    members = [build(arch) for arch in archs]
-    return ProbabilityAverage(members, ens["calibrations"], meta["task"])
+    ens = meta.get("deep_ensemble")
+    if not ens:
+        return [meta["architecture"]]
+    return ens.get("architectures") or [meta["architecture"]] * int(ens["size"])
+
+
+def from_meta(meta: dict[str, Any], build: Any) -> ProbabilityAverage:
+    """An untrained ensemble shaped as ``meta`` says, to load weights into (``build(architecture)`` makes a member)."""
+    members = [build(arch) for arch in member_architectures(meta)]
+    return ProbabilityAverage(members, meta["deep_ensemble"]["calibrations"], meta["task"])
 
 
 def ensemble_history(histories: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
