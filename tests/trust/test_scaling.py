@@ -11,7 +11,14 @@ import torch
 from medclass.errors import ConfigError
 from medclass.predict import Predictor
 from medclass.train.loop import predict_logits
-from medclass.trust.scaling import apply_calibration, fit_calibration, fit_temperature, fit_vector_scaling
+from medclass.trust.scaling import (
+    CHI2_1DF_95,
+    apply_calibration,
+    fit_calibration,
+    fit_temperature,
+    fit_vector_scaling,
+    temperature_evidence,
+)
 
 
 def _binary(n: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -87,3 +94,24 @@ def test_a_separable_small_validation_set_keeps_a_finite_temperature():
     y = np.array([0, 0, 0, 1, 1, 1.0])  # plain NLL keeps falling as T -> 0
     t = fit_temperature(z, y, "binary")
     assert 0.2 < t < 1.0
+
+
+def test_temperature_evidence_matches_a_naive_likelihood_ratio():
+    z, y = _binary(n=200, seed=4)
+    t = 1.7
+
+    def loglik(scale: float) -> float:
+        p = 1 / (1 + np.exp(-z / scale))
+        return float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    expected = 2 * (loglik(t) - loglik(1.0))
+    assert temperature_evidence(z[:, None], y, "binary", t) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_temperature_without_evidence_is_not_applied():
+    z, y = _binary(n=60, seed=5)  # calibrated logits, a small validation split: the fitted T is noise
+    cal = fit_calibration(z[:, None], y, "binary")
+    assert cal["fitted"] != 1.0 and cal["evidence"] < CHI2_1DF_95 and cal["temperature"] == 1.0
+    z, y = _binary(n=2000, seed=6)  # logits 2.5 times too sharp on a larger split: clear evidence
+    cal = fit_calibration(z[:, None] * 2.5, y, "binary")
+    assert cal["evidence"] > CHI2_1DF_95 and cal["temperature"] == cal["fitted"] == pytest.approx(2.5, rel=0.1)

@@ -22,6 +22,7 @@ stored like int8's.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,8 @@ def _quantize(fp32: Path, out: Path, calibration_images: np.ndarray) -> None:
             return None if batch is None else {"image": batch}
 
     pre = out.with_suffix(".pre.onnx")
+    quiet = _DropMessage("is out-of-range for weight")  # per-channel axis of a 1-D weight (a bare BatchNorm): harmless
+    logging.getLogger().addFilter(quiet)
     try:
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         quantize_static(
@@ -132,7 +135,19 @@ def _quantize(fp32: Path, out: Path, calibration_images: np.ndarray) -> None:
             weight_type=QuantType.QInt8,
         )
     finally:
+        logging.getLogger().removeFilter(quiet)
         pre.unlink(missing_ok=True)
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def bf16_bits(values: np.ndarray) -> np.ndarray:

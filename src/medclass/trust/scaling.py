@@ -2,7 +2,10 @@
 
 * Temperature scaling (Guo et al. 2017): ``z / T`` with one ``T > 0``, fitted by minimising the
   negative log-likelihood. It never changes which class has the largest logit, so accuracy,
-  AUC and the ranking of cases stay the same; only the confidence changes.
+  AUC and the ranking of cases stay the same; only the confidence changes. The fitted ``T`` is
+  used only when the validation split gives evidence against ``T = 1`` (a likelihood-ratio test
+  at the 5% level): on a few dozen validation images the fitted value is mostly noise, and
+  applying it made test calibration worse (BENCHMARKS.md, "trust").
 * Vector scaling: ``z * w + b`` with one ``w`` and ``b`` per class (multi-class and ordinal), for
   classes that are over- or under-confident in different ways. It can change decisions.
 
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 from medclass.errors import ConfigError
 
 METHODS = ("none", "temperature", "vector")
+CHI2_1DF_95 = 3.841  # the 95th percentile of the chi-square distribution with one degree of freedom
 
 
 def _nll(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
@@ -74,6 +78,27 @@ def fit_temperature(logits: Any, labels: Any, task: str, *, max_iter: int = 200,
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
+def temperature_evidence(logits: Any, labels: Any, task: str, temperature: float) -> float:
+    """The likelihood-ratio statistic of ``temperature`` against ``T = 1``: ``2 * (NLL(1) - NLL(T))`` summed.
+
+    Under the hypothesis that the logits are already calibrated in temperature, it follows a
+    chi-square distribution with one degree of freedom; above :data:`CHI2_1DF_95` the validation
+    data show, at the 5% level, that ``T`` fits better than leaving the logits alone.
+
+    Args:
+        logits: ``(N, outputs)`` model logits (binary: one column).
+        labels: ``(N,)`` class indices or ``(N, L)`` 0/1 labels; NaN = unknown (left out).
+        task: ``binary``, ``multiclass``, ``ordinal`` or ``multilabel``.
+        temperature: The fitted ``T``.
+    """
+    z, y = _as_tensors(logits, labels, task)
+    known = int((~torch.isnan(y)).any(dim=1).sum()) if y.ndim == 2 else int((~torch.isnan(y)).sum())
+    if known == 0:
+        return 0.0
+    gain = _nll(z, y, task) - _nll(z / temperature, y, task)
+    return float(2 * known * gain)
+
+
 def fit_vector_scaling(
     logits: Any, labels: Any, task: str = "multiclass", *, max_iter: int = 300
 ) -> tuple[list[float], list[float]]:
@@ -105,6 +130,10 @@ def fit_vector_scaling(
 def fit_calibration(logits: Any, labels: Any, task: str, method: str = "temperature") -> dict[str, Any] | None:
     """Fit ``method`` on validation logits; the dict the checkpoint stores (``None`` for ``none``).
 
+    For temperature scaling the dict also keeps the ``fitted`` value and its likelihood-ratio
+    ``evidence`` (:func:`temperature_evidence`); ``temperature`` is the fitted value when the
+    evidence passes the 5% test and 1.0 otherwise.
+
     Raises:
         ConfigError: Unknown method, or vector scaling asked for a binary or multi-label task.
     """
@@ -117,7 +146,10 @@ def fit_calibration(logits: Any, labels: Any, task: str, method: str = "temperat
             raise ConfigError(f"eval.calibration: vector scaling is for multi-class tasks, not {task}")
         w, b = fit_vector_scaling(logits, labels)
         return {"method": "vector", "weight": w, "bias": b}
-    return {"method": "temperature", "temperature": fit_temperature(logits, labels, task)}
+    fitted = fit_temperature(logits, labels, task)
+    evidence = temperature_evidence(logits, labels, task, fitted)
+    used = fitted if evidence > CHI2_1DF_95 else 1.0
+    return {"method": "temperature", "temperature": used, "fitted": fitted, "evidence": evidence}
 
 
 def apply_calibration(logits: torch.Tensor, calibration: dict[str, Any] | None) -> torch.Tensor:
