@@ -177,6 +177,8 @@ def _calibration_entry(
     entry: dict[str, Any] = {"method": (calibration or {}).get("method", "none")}
     if calibration and calibration["method"] == "temperature":
         entry["temperature"] = calibration["temperature"]
+        if "fitted" in calibration:  # the fitted value, kept at 1 when the validation split gave no evidence
+            entry["fitted_temperature"] = calibration["fitted"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a split without labels: nan, already warned about
         entry.update(calibration_summary(labels, calibrated, task=task))

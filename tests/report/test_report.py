@@ -332,3 +332,13 @@ def test_nice_ticks_and_formatting() -> None:
     assert fmt_ci(0.9123, [0.881, 0.94]) == "0.912 (0.881\u20130.940)"
     assert fmt_ci(0.9, [NAN, 0.95]) == "0.900"
     assert fmt_ci(NAN, [0.1, 0.2]) == "\u2013"
+
+
+def test_calibration_line_names_a_temperature_kept_at_one() -> None:
+    cal = {"method": "temperature", "temperature": 1.0, "fitted_temperature": 0.83, "ece": 0.05, "brier": 0.1}
+    cal["uncalibrated"] = {"ece": 0.05, "brier": 0.1}
+    metrics = {"dataset": "x", "task": "binary", "splits": {"test": {"auc": 0.9, "calibration": cal}}}
+    assert "temperature 1.00; fitted 0.83, not significant on validation" in render_report(title="t", metrics=metrics)
+    cal["temperature"] = cal["fitted_temperature"]
+    page = render_report(title="t", metrics=metrics)
+    assert "temperature 0.83 (" not in page and "temperature 0.83)" in page

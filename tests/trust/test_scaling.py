@@ -78,8 +78,11 @@ def test_training_fits_stores_and_applies_the_temperature(tmp_path, make_npz, tr
     train_cli(make_npz(tmp_path / "a.npz", task="multiclass", num_classes=3, sizes=(30, 12, 12), size=12), run)
     meta = json.loads((run / "model.json").read_text())
     cal = meta["calibration"]
-    assert cal["method"] == "temperature" and cal["temperature"] > 0
+    assert cal["method"] == "temperature" and cal["temperature"] == (
+        cal["fitted"] if cal["evidence"] > CHI2_1DF_95 else 1.0
+    )
     test = json.loads((run / "metrics.json").read_text())["splits"]["test"]["calibration"]
+    assert test["temperature"] == cal["temperature"] and test["fitted_temperature"] == cal["fitted"]
     assert {"ece", "ece_adaptive", "brier"} <= set(test) and test["uncalibrated"]["ece"] >= 0
     pred = Predictor.from_checkpoint(run)
     images = torch.randint(0, 255, (4, 1, 12, 12), dtype=torch.uint8)

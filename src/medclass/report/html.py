@@ -349,6 +349,8 @@ def _split_section(name: str, s: Mapping[str, Any], metrics: Mapping[str, Any], 
     cal = s.get("calibration")
     if isinstance(cal, Mapping) and isinstance(cal.get("uncalibrated"), Mapping):
         how = f"temperature {fmt(cal.get('temperature'), 2)}" if "temperature" in cal else str(cal.get("method"))
+        if cal.get("fitted_temperature") not in (None, cal.get("temperature")):
+            how += f"; fitted {fmt(cal['fitted_temperature'], 2)}, not significant on validation"
         facts.append(f"ECE {fmt(cal['uncalibrated'].get('ece'))} \u2192 {fmt(cal.get('ece'))} ({how})")
         facts.append(f"Brier {fmt(cal['uncalibrated'].get('brier'))} \u2192 {fmt(cal.get('brier'))}")
     sets = (s.get("conformal") or {}).get("0.1")
