@@ -90,6 +90,10 @@ def test_training_fits_stores_and_applies_the_temperature(tmp_path, make_npz, tr
     logits = predict_logits(pred.model, images, pred.prep)
     np.testing.assert_allclose(probs, torch.softmax(logits / cal["temperature"], 1).numpy(), atol=1e-5)
     assert "Reliability" in (run / "report.html").read_text()
+    meta["calibration"]["temperature"] = 2.5  # whatever the checkpoint stores is what predict applies
+    (run / "model.json").write_text(json.dumps(meta))
+    probs, _ = Predictor.from_checkpoint(run).predict_array(images.numpy())
+    np.testing.assert_allclose(probs, torch.softmax(logits / 2.5, 1).numpy(), atol=1e-5)
 
 
 def test_a_separable_small_validation_set_keeps_a_finite_temperature():
