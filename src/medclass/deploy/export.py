@@ -121,7 +121,11 @@ def _quantize(fp32: Path, out: Path, calibration_images: np.ndarray) -> None:
             return None if batch is None else {"image": batch}
 
     pre = out.with_suffix(".pre.onnx")
-    quiet = _DropMessage("is out-of-range for weight")  # per-channel axis of a 1-D weight (a bare BatchNorm): harmless
+
+    # per-channel quantization warns once per 1-D weight (a BatchNorm not folded into a convolution): harmless
+    def quiet(record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
+
     logging.getLogger().addFilter(quiet)
     try:
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
@@ -137,17 +141,6 @@ def _quantize(fp32: Path, out: Path, calibration_images: np.ndarray) -> None:
     finally:
         logging.getLogger().removeFilter(quiet)
         pre.unlink(missing_ok=True)
-
-
-class _DropMessage(logging.Filter):
-    """Drops log records whose message contains ``text``."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
 
 
 def bf16_bits(values: np.ndarray) -> np.ndarray:

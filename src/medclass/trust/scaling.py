@@ -27,14 +27,14 @@ METHODS = ("none", "temperature", "vector")
 CHI2_1DF_95 = 3.841  # the 95th percentile of the chi-square distribution with one degree of freedom
 
 
-def _nll(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-    """Mean negative log-likelihood over known labels (logits as the model outputs them)."""
+def _nll(logits: torch.Tensor, labels: torch.Tensor, task: str, reduction: str = "mean") -> torch.Tensor:
+    """Negative log-likelihood over known labels, their mean or (``reduction="sum"``) their sum."""
     if task in ("binary", "multilabel"):
         target = labels.view(logits.shape) if task == "binary" else labels
         known = ~torch.isnan(target)
-        return F.binary_cross_entropy_with_logits(logits[known], target[known])
+        return F.binary_cross_entropy_with_logits(logits[known], target[known], reduction=reduction)
     known = ~torch.isnan(labels)
-    return F.cross_entropy(logits[known], labels[known].long())
+    return F.cross_entropy(logits[known], labels[known].long(), reduction=reduction)
 
 
 def _as_tensors(logits: Any, labels: Any, task: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +79,7 @@ def fit_temperature(logits: Any, labels: Any, task: str, *, max_iter: int = 200,
 
 
 def temperature_evidence(logits: Any, labels: Any, task: str, temperature: float) -> float:
-    """The likelihood-ratio statistic of ``temperature`` against ``T = 1``: ``2 * (NLL(1) - NLL(T))`` summed.
+    """The likelihood-ratio statistic of ``temperature`` against ``T = 1``: ``2 * (NLL(1) - NLL(T))``, NLLs summed.
 
     Under the hypothesis that the logits are already calibrated in temperature, it follows a
     chi-square distribution with one degree of freedom; above :data:`CHI2_1DF_95` the validation
@@ -92,11 +92,7 @@ def temperature_evidence(logits: Any, labels: Any, task: str, temperature: float
         temperature: The fitted ``T``.
     """
     z, y = _as_tensors(logits, labels, task)
-    known = int((~torch.isnan(y)).any(dim=1).sum()) if y.ndim == 2 else int((~torch.isnan(y)).sum())
-    if known == 0:
-        return 0.0
-    gain = _nll(z, y, task) - _nll(z / temperature, y, task)
-    return float(2 * known * gain)
+    return float(2 * (_nll(z, y, task, "sum") - _nll(z / temperature, y, task, "sum")))
 
 
 def fit_vector_scaling(
