@@ -35,7 +35,7 @@ def render(results: dict, command: str) -> str:
     from medclass.evaluate import reference_rows
 
     lines = [
-        f"Command: `{command}` ({platform.machine()}, {os.cpu_count()} cores, "
+        f"Latest command: `{command}` (the notes say which rows it made; {platform.machine()}, {os.cpu_count()} cores, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); each run is "
         "`medclass train --data D --recipe best --seed S`. Test split, mean ± sd over seeds. Training minutes "
         "are as measured; with OMP_NUM_THREADS=1 and another run on the other core they are about 2.4x those "

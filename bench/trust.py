@@ -13,6 +13,9 @@ other. Its mean is what the method guarantees when calibration and test images a
 and its sd is the spread one fixed split shows by chance; a fixed-split coverage far outside it
 points at a shift between the validation and test images, not at the method.
 
+Rows recorded in ``bench/results/trust.json`` for other datasets or recipes are kept; the runs given
+replace the recorded ones of their own dataset and recipe.
+
 Usage:
     python bench/trust.py RUN [RUN ...]
 """
@@ -172,15 +175,28 @@ def render(rows: dict[str, dict], command: str) -> str:
     return "\n".join(lines + [""])
 
 
+def merge_recorded(rows: dict[str, dict]) -> dict[str, dict]:
+    """Recorded rows of the table groups (dataset and recipe) not measured now, then the rows measured now.
+
+    Runs measured now replace every recorded run of their group, so a group never mixes two versions of a
+    recipe; the other groups keep their recorded figures, and the command lists every run in the table.
+    """
+    recorded = json.loads(RESULTS.read_text()).get("runs", {}) if RESULTS.exists() else {}
+    measured = {r["dataset"] for r in rows.values()}
+    kept = {run: r for run, r in recorded.items() if r["dataset"] not in measured}
+    return kept | rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args()
-    command = "python bench/trust.py " + " ".join(sys.argv[1:])
     rows = {}
     for run in args.runs:
         rows[str(run)] = measure(run)
         print(run, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[str(run)].items()}))
+    rows = merge_recorded(rows)
+    command = "python bench/trust.py " + " ".join(rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"command": command, "runs": rows}, indent=2))
     update_section("trust", "Trust: calibration, conformal prediction sets and referral", render(rows, command))
