@@ -8,6 +8,8 @@ For each model (untrained weights: speed does not depend on them) it measures, o
 * the engine alone on the same images, decoded and prepared beforehand (its ratio to ONNX Runtime
   fp32 is what the precision itself gains);
 * single-image latency p50/p99 (model only, batch 1);
+* rounds interleave the engines: images/s is an engine's best round, and each ratio the median over
+  rounds of the ratio within a round (two measurements seconds apart, so the host's drift cancels);
 * achieved GFLOP/s (model FLOPs x images/s) divided by the measured fp32 matrix-multiply roof (a
   large ``torch.matmul``), the share of the machine's peak the engine reaches (int8 can pass 100%:
   its arithmetic is not fp32's).
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from benchmd import update_section  # noqa: E402
+from machine import cpu_description  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "inference.json"
 SIZES = {"resnet18_224": 224, "densenet121": 224, "smallcnn": 28}
@@ -59,6 +61,12 @@ def gemm_roof(n: int = 2048, repeats: int = 10) -> float:
             product()
             best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return best
+
+
+def ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def model_gflops(model: torch.nn.Module, size: int) -> float:
@@ -108,6 +116,12 @@ def throughput(call: Callable[[Any], object], items: Sequence[Any], batch: int) 
     return len(items) / (time.perf_counter() - t0)
 
 
+def paired(rates: Sequence[float], baseline: Sequence[float]) -> float:
+    """Median over rounds of ``rates[i] / baseline[i]``: each ratio compares two measurements seconds apart,
+    so the host's drift between rounds (which a ratio of best rates would pick up) cancels."""
+    return float(np.median(np.asarray(rates) / np.asarray(baseline)))
+
+
 def latency(predictor: object, image: np.ndarray, repeats: int = 50) -> tuple[float, float]:
     """p50 and p99 milliseconds of one-image prediction (already decoded)."""
     times = []
@@ -126,7 +140,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(SIZES))
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=3, help="throughput rounds over all engines; the best counts")
+    ap.add_argument("--rounds", type=int, default=5, help="throughput rounds over all engines (interleaved)")
     args = ap.parse_args()
     command = "python bench/inference.py " + " ".join(sys.argv[1:])
     roof = gemm_roof()
@@ -158,22 +172,25 @@ def main() -> None:
             for pred in engines.values():
                 throughput(pred.predict_paths, paths[: args.batch], args.batch)  # warm-up
             # rounds interleave the engines, so a slow spell of the host does not fall on one engine only
-            rates = {engine: 0.0 for engine in engines}
-            engine_rates = dict(rates)
+            rates: dict[str, list[float]] = {engine: [] for engine in engines}
+            engine_rates: dict[str, list[float]] = {engine: [] for engine in engines}
             decoded, _ = torch_pred.load_inputs(paths)
             for _ in range(args.rounds):
                 for engine, pred in engines.items():
-                    rates[engine] = max(rates[engine], throughput(pred.predict_paths, paths, args.batch))
-                    engine_rates[engine] = max(engine_rates[engine], throughput(pred.probs, decoded, args.batch))
-            base, fp32 = rates["torch eager fp32"], "onnxruntime fp32"
+                    rates[engine].append(throughput(pred.predict_paths, paths, args.batch))
+                    engine_rates[engine].append(throughput(pred.probs, decoded, args.batch))
+            base, fp32 = rates["torch eager fp32"], engine_rates["onnxruntime fp32"]
             for engine, pred in engines.items():
-                rate = rates[engine]
+                rate = max(rates[engine])
                 p50, p99 = latency(pred, calib[0, 0])
-                row = {"model": name, "size": size, "engine": engine, "img_s": rate, "ratio": rate / base}
-                row.update(model_img_s=engine_rates[engine], model_ratio=engine_rates[engine] / engine_rates[fp32])
+                row = {"model": name, "size": size, "engine": engine, "img_s": rate}
+                row.update(ratio=paired(rates[engine], base))
+                row.update(model_img_s=max(engine_rates[engine]), model_ratio=paired(engine_rates[engine], fp32))
                 row.update(p50_ms=p50, p99_ms=p99, gflop_s=gflops * rate)
+                row.update(rounds_img_s=rates[engine], rounds_model_img_s=engine_rates[engine])
                 rows.append(row)
-                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+                figures = {k: round(v, 3) for k, v in row.items() if isinstance(v, float)}
+                print(name, engine, json.dumps(figures), flush=True)
     # this machine's speed drifts (shared host): the roof is the best of a measurement before and after
     roof = max(roof, gemm_roof())
     print(f"fp32 GEMM roof, best of before and after: {roof:.0f} GFLOP/s", flush=True)
@@ -182,10 +199,13 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"command": command, "roof_gflop_s": roof, "rows": rows}, indent=2))
     lines = [
-        f"Command: `{command}` ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}). End to end: "
-        f"PNG decode, resize, model, probabilities, batches of {args.batch}, best of {args.rounds} rounds that "
-        "interleave the engines. Engine only: the same images already decoded and prepared, probabilities from "
-        "the engine, against ONNX Runtime fp32. Latency: one decoded image. bf16 weights: stored in bfloat16, "
+        f"Command: `{command}` ({cpu_description()}; {os.cpu_count()} cores; torch {torch.__version__}, "
+        f"onnxruntime {ort_version()}). End to end: "
+        f"PNG decode, resize, model, probabilities, batches of {args.batch}, {args.rounds} rounds that "
+        "interleave the engines; images/s is the best round, and each ratio the median over rounds of the ratio "
+        "within a round (paired, so the host's drift between rounds cancels). Engine only: the same images "
+        "already decoded and prepared, probabilities from the engine, against ONNX Runtime fp32. Latency: one "
+        "decoded image. bf16 weights: stored in bfloat16, "
         "computed in fp32 (ONNX Runtime's CPU provider has no bf16 kernels). "
         "fp32 GEMM roof measured in the same run (best of PyTorch's and NumPy's matrix products, before and "
         f"after the engines): {roof:.0f} GFLOP/s.",

@@ -21,7 +21,6 @@ import asyncio
 import io
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from benchmd import update_section  # noqa: E402
+from machine import cpu_description  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serve.json"
 
@@ -144,7 +144,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps({"command": command, "sequential": seq, "load": load, "healthy": healthy}, indent=2))
     side = pngs[0]
     lines = [
-        f"Command: `{command}` ({platform.machine()}, {os.cpu_count()} cores; server and client on the same "
+        f"Command: `{command}` ({cpu_description()}; {os.cpu_count()} cores; server and client on the same "
         f"machine, loopback). Requests: `POST /v1/predict` with one PNG of the run's test split "
         f"({len(side)} bytes for the first); times are the client's, whole HTTP round trip.",
         "",
