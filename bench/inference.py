@@ -64,6 +64,7 @@ def gemm_roof(n: int = 2048, repeats: int = 10) -> float:
 
 
 def ort_version() -> str:
+    """ONNX Runtime's version, for the command line."""
     import onnxruntime
 
     return onnxruntime.__version__
@@ -117,8 +118,11 @@ def throughput(call: Callable[[Any], object], items: Sequence[Any], batch: int) 
 
 
 def paired(rates: Sequence[float], baseline: Sequence[float]) -> float:
-    """Median over rounds of ``rates[i] / baseline[i]``: each ratio compares two measurements seconds apart,
-    so the host's drift between rounds (which a ratio of best rates would pick up) cancels."""
+    """Median over rounds of ``rates[i] / baseline[i]``.
+
+    Each ratio compares two measurements seconds apart, so the host's drift between rounds (which a
+    ratio of each engine's best round would pick up) cancels.
+    """
     return float(np.median(np.asarray(rates) / np.asarray(baseline)))
 
 
