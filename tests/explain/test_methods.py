@@ -5,9 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from medclass.errors import ModelError
-from medclass.explain.methods import METHODS, ClassScores, default_targets, saliency
+from medclass.explain.methods import (
+    METHODS,
+    ClassScores,
+    _normalise,
+    _token_grid,
+    cam_layers,
+    default_targets,
+    saliency,
+)
 from medclass.models import create_model
 
 
@@ -19,12 +28,34 @@ def test_binary_scores_are_minus_z_and_z(quadrant):
     assert torch.equal(ClassScores(model, "multiclass")(x), z)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("method", METHODS)
-def test_maps_point_at_the_only_region_the_model_uses(method, quadrant):
-    maps = saliency(quadrant.model(), "binary", quadrant.inputs(), [1, 1, 1], method)
-    assert maps.shape == (3, 16, 16) and maps.min() >= 0 and maps.max() <= 1
-    inside, outside = maps[:, :8, :8].mean(), maps[:, 8:, 8:].mean()
+def test_maps_point_at_the_only_region_the_model_uses(method, dims, quadrant):
+    size = 16 if dims == 2 else 8
+    x = quadrant.inputs(size=size, dims=dims)
+    maps = saliency(quadrant.model(size, dims), "binary", x, [1, 1, 1], method)
+    assert maps.shape == (3, *(size,) * dims) and maps.min() >= 0 and maps.max() <= 1
+    half = size // 2
+    inside, outside = maps[(..., *(slice(0, half),) * dims)].mean(), maps[(..., *(slice(half, None),) * dims)].mean()
     assert inside > 0.2 and inside > 5 * outside, (inside, outside)
+
+
+@pytest.mark.parametrize("name", ["smallcnn", "vit_tiny"])
+def test_score_cam_equals_the_library_s_in_2d(name):
+    """Our N-d ScoreCAM (the library's upsamples in 2D only) gives the library's maps on 2D inputs."""
+    from pytorch_grad_cam import ScoreCAM
+
+    torch.manual_seed(0)
+    model = create_model(name, in_chans=1, num_classes=3, **({"img_size": 28} if name == "vit_tiny" else {}))
+    x = torch.randn(2, 1, 28, 28)
+    ours = saliency(model, "multiclass", x, [0, 2], "scorecam")
+    reshape = _token_grid(model, x) if name == "vit_tiny" else None
+    targets = [ClassifierOutputTarget(0), ClassifierOutputTarget(2)]
+    wrapped = ClassScores(model, "multiclass").eval()
+    with ScoreCAM(model=wrapped, target_layers=cam_layers(model), reshape_transform=reshape) as cam:
+        cam.batch_size = 64
+        reference = _normalise(np.asarray(cam(input_tensor=x, targets=targets), dtype=np.float32))
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
 
 
 def test_the_negative_class_of_a_binary_head_is_explained_as_such(quadrant):

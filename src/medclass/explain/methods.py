@@ -86,17 +86,54 @@ def _token_grid(model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], t
     return reshape
 
 
+def _score_cam_class() -> type:
+    """ScoreCAM for 2D and 3D inputs (the library's upsamples in 2D only), without a progress bar."""
+    from pytorch_grad_cam import ScoreCAM
+
+    class NdScoreCAM(ScoreCAM):
+        batch_size = 64
+
+        def get_cam_weights(
+            self,
+            input_tensor: torch.Tensor,
+            target_layer: nn.Module,
+            targets: list[Callable[[torch.Tensor], torch.Tensor]],
+            activations: np.ndarray,
+            grads: np.ndarray | None,
+        ) -> np.ndarray:
+            """Softmax over channels of the target score when the input is masked by each channel's map.
+
+            ``activations`` ``(B, K, *spatial')`` are upsampled to the input's size and scaled to [0, 1]
+            per channel; each of the K masked inputs ``(C, *spatial)`` is scored by the model.
+            """
+            with torch.no_grad():
+                acts = torch.from_numpy(activations).to(input_tensor.device)
+                mode = "bilinear" if acts.ndim == 4 else "trilinear"
+                masks = nn.functional.interpolate(acts, size=input_tensor.shape[2:], mode=mode, align_corners=True)
+                flat = masks.flatten(2)
+                low, high = flat.min(-1).values, flat.max(-1).values
+                expand = (*low.shape, *([1] * (masks.ndim - 2)))
+                masks = (masks - low.view(expand)) / (high - low + 1e-8).view(expand)
+                scores = []
+                for image, mask, target in zip(input_tensor, masks, targets, strict=True):
+                    for i in range(0, len(mask), self.batch_size):
+                        masked = image[None] * mask[i : i + self.batch_size, None]  # (k, C, *spatial)
+                        scores += [float(target(out)) for out in self.model(masked)]
+                scores_t = torch.tensor(scores).view(activations.shape[:2])
+                return torch.softmax(scores_t, dim=-1).numpy()
+
+    return NdScoreCAM
+
+
 def _cam(model: nn.Module, task: str, x: torch.Tensor, targets: Sequence[int], method: str) -> np.ndarray:
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    cls = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}[method]
+    cls = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}.get(method) or _score_cam_class()
     wrapped = ClassScores(model, task).eval()
     vit = next((m for m in _networks(model) if hasattr(m, "patch_embed")), None)
     reshape = _token_grid(vit, x) if vit is not None else None
     with cls(model=wrapped, target_layers=cam_layers(model), reshape_transform=reshape) as cam:
-        if method == "scorecam":
-            cam.batch_size = 64
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
     return np.asarray(maps, dtype=np.float32)
 
