@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,13 +62,6 @@ def gemm_roof(n: int = 2048, repeats: int = 10) -> float:
             product()
             best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return best
-
-
-def ort_version() -> str:
-    """ONNX Runtime's version, for the command line."""
-    import onnxruntime
-
-    return onnxruntime.__version__
 
 
 def model_gflops(model: torch.nn.Module, size: int) -> float:
@@ -204,7 +198,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps({"command": command, "roof_gflop_s": roof, "rows": rows}, indent=2))
     lines = [
         f"Command: `{command}` ({cpu_description()}; {os.cpu_count()} cores; torch {torch.__version__}, "
-        f"onnxruntime {ort_version()}). End to end: "
+        f"onnxruntime {onnxruntime.__version__}). End to end: "
         f"PNG decode, resize, model, probabilities, batches of {args.batch}, {args.rounds} rounds that "
         "interleave the engines; images/s is the best round, and each ratio the median over rounds of the ratio "
         "within a round (paired, so the host's drift between rounds cancels). Engine only: the same images "

@@ -111,36 +111,6 @@ def test_engine_exports_on_first_use_and_errors(tmp_path, make_npz, train_cli, r
         export_onnx(model, eq, tmp_path / "m.onnx", check_images=images)
 
 
-def _registry_cases() -> list[tuple[str, int]]:
-    from medclass.models import list_models, model_info
-
-    return [(name, dims) for name in list_models() for dims in model_info(name).spatial_dims]
-
-
-@pytest.mark.parametrize(("name", "dims"), _registry_cases(), ids=lambda v: str(v))
-def test_every_registered_model_exports_with_parity(name: str, dims: int, tmp_path) -> None:
-    """Each architecture, 2D and 3D, at the smallest size it takes: the export's own parity check (1e-4) passes on a
-    batch size other than the traced one, and the one file carries the model's metadata. VGG's head below 224 px
-    (adaptive pooling to 7 x 7 from a smaller map) is what tracing cannot translate, so it tests the fallback."""
-    from medclass.models import create_model, model_info
-
-    entry = model_info(name)
-    size = max(28 if dims == 2 else 16, entry.min_size)
-    kwargs = {"img_size": size} if entry.takes_img_size else {}
-    torch.manual_seed(0)
-    model = create_model(name, in_chans=1, num_classes=2, spatial_dims=dims, **kwargs)
-    x = torch.randn(4, 1, *(size,) * dims)
-    model.train()(x)  # batch-norm statistics away from their initial values, as after training
-    shape = [1] + [size] * dims
-    prep = {"channels": 1, "input_shape": shape, "scale": 1 / 255, "mean": [0.5], "std": [0.25], "tta": ["hflip"]}
-    meta = {"task": "binary", "label_names": ["no", "yes"], "preprocessing": prep, "architecture": {"name": name}}
-    images = np.random.default_rng(0).integers(0, 256, (3, *shape), dtype=np.uint8)
-    entries = export_onnx(model.eval(), meta, tmp_path / "m.onnx", check_images=images)
-    assert entries["parity_max_abs_diff"] <= 1e-4
-    assert read_metadata(tmp_path / "m.onnx")["medclass"]["architecture"]["name"] == name
-    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # one self-contained file, no external weights
-
-
 class _Eigenvalues(torch.nn.Module):
     """A model with an operator no ONNX exporter translates (eigenvalues of a general matrix)."""
 

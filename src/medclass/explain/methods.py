@@ -13,6 +13,7 @@ value per voxel, so per-slice maps).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -86,6 +87,7 @@ def _token_grid(model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], t
     return reshape
 
 
+@functools.cache
 def _score_cam_class() -> type:
     """ScoreCAM for 2D and 3D inputs (the library's upsamples in 2D only), without a progress bar."""
     from pytorch_grad_cam import ScoreCAM
@@ -111,9 +113,8 @@ def _score_cam_class() -> type:
                 mode = "bilinear" if acts.ndim == 4 else "trilinear"
                 masks = nn.functional.interpolate(acts, size=input_tensor.shape[2:], mode=mode, align_corners=True)
                 flat = masks.flatten(2)
-                low, high = flat.min(-1).values, flat.max(-1).values
-                expand = (*low.shape, *([1] * (masks.ndim - 2)))
-                masks = (masks - low.view(expand)) / (high - low + 1e-8).view(expand)
+                low, high = flat.min(-1, keepdim=True).values, flat.max(-1, keepdim=True).values
+                masks = ((flat - low) / (high - low + 1e-8)).view_as(masks)  # each channel's map in [0, 1]
                 scores = []
                 for image, mask, target in zip(input_tensor, masks, targets, strict=True):
                     for i in range(0, len(mask), self.batch_size):
