@@ -37,8 +37,8 @@ def measure(run: Path, methods: list[str], n: int) -> dict:
     from medclass.data.sources import load_configured
     from medclass.explain.methods import default_targets, saliency
     from medclass.explain.sanity import deletion_insertion, random_maps, randomisation_check
+    from medclass.inference import predict_probs, to_input
     from medclass.predict import Predictor
-    from medclass.train.loop import predict_probs, to_input
 
     cfg = config_from_dict(read_yaml(run / "config.yaml"), str(run / "config.yaml"))
     dataset = load_configured(cfg.data)

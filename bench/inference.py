@@ -78,7 +78,8 @@ def make_run(name: str, size: int, root: Path) -> Path:
     from medclass.checkpoint import save_model
     from medclass.config import RunConfig
     from medclass.data.dataset import Dataset, Split
-    from medclass.train.loop import build_model, model_meta
+    from medclass.models import build_model
+    from medclass.training.loop import model_meta
 
     cfg = RunConfig()
     cfg.model.name = name

@@ -111,6 +111,10 @@ def render(saved: dict[str, dict], *, gpu: bool = False) -> str:
         columns = ["model", "seeds", "test AUC", "test ACC", "params", "GPU train min"]
     else:
         head = (
+            "**What this table measures: the accuracy each model reaches within a fixed CPU time budget per run** "
+            "(the command's `--minutes`), not the accuracy the architecture can reach: a large model gets only a few "
+            "epochs, so a low row says the model is slow to train on this CPU, not that it does not work (the "
+            "leaderboard without a budget trains every model to the end of its schedule). "
             f"{platform.machine()}, {os.cpu_count()} cores. Test split, mean ± sd over seeds; the default recipe with "
             "each model, its learning-rate schedule fitted to the per-run training budget. Inference: "
             "`Predictor.predict_array` on 256 test images, best of 3, with the thread count stated per dataset."

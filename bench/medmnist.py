@@ -6,7 +6,7 @@ for 3 seeds each, then measures, in the same process, training images/s of
 * the reference recipe: a plain PyTorch loop as in the MedMNIST experiments code (ResNet-18 for
   28 px, 3-channel input (``--as_rgb``), batch 128, Adam 1e-3, per-item PIL -> ToTensor -> Normalize
   through a ``DataLoader``), and
-* our loop (``medclass.train.loop.train_one_epoch``) on the same model, batch size and optimiser,
+* our loop (``medclass.training.loop.train_one_epoch``) on the same model, batch size and optimiser,
 
 and writes the table into ``BENCHMARKS.md`` (between the ``medmnist`` markers) and the raw figures
 into ``bench/results/medmnist.json``.
@@ -140,8 +140,8 @@ def _our_throughput(
     from medclass.config import AugmentConfig, OptimConfig
     from medclass.data.dataset import Split
     from medclass.models import create_model
-    from medclass.train.loop import autocast_dtype, train_one_epoch
-    from medclass.train.optim import build_scheduler
+    from medclass.training.loop import autocast_dtype, train_one_epoch
+    from medclass.training.optim import build_scheduler
     from medclass.transforms import build_augment
 
     n = (steps + 2) * batch

@@ -27,8 +27,8 @@ def train_and_read(args: list[str], out: Path, *, reuse: bool = True) -> dict:
     hist = (out / "history.csv").read_text().splitlines()
     col = hist[0].split(",").index("seconds")
     minutes = sum(float(r.split(",")[col]) for r in hist[1:]) / 60
+    from medclass.models import member_architectures
     from medclass.predict import Predictor
-    from medclass.train.ensemble import member_architectures
 
     predictor = Predictor.from_checkpoint(out)
     model = predictor.model

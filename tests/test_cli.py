@@ -87,7 +87,7 @@ def test_train_writes_run_files(binary_run):
         assert (run / name).is_file(), name
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["data"]["spec"] == str(data) and cfg["train"]["epochs"] == 2 and cfg["recipe"] == "default"
+    assert cfg["data"]["spec"] == str(data) and cfg["train"]["epochs"] == 2 and cfg["recipe"] == "auto:default"
     assert "<html" in (run / "report.html").read_text().lower()
     model, meta = load_model(run)
     assert not model.training
@@ -297,3 +297,79 @@ def test_run_user_errors_exit_2_with_one_line(case, binary_run, run_cli, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("medclass: error: "), res.err
     for text in expected:
         assert text in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------------------ the command line itself
+
+
+def _subcommands():
+    from medclass.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return parser, sub.choices
+
+
+def test_version_and_bare_command_print_help(run_cli):
+    from medclass import __version__
+
+    res = run_cli("--version")
+    assert res.code == 0 and res.out.strip() == f"medclass {__version__}"
+    res = run_cli()
+    assert res.code == 0 and res.out.startswith("usage: medclass") and "train" in res.out and not res.err
+
+
+def test_every_option_has_help_and_every_command_takes_verbosity():
+    import argparse
+
+    _, commands = _subcommands()
+    assert {"datasets", "models", "recipes", "train", "evaluate", "predict", "export", "serve"} <= set(commands)
+    for name, parser in commands.items():
+        flags = {s for a in parser._actions for s in a.option_strings}
+        assert {"-v", "-q", "--verbose", "--quiet"} <= flags, name
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"medclass {name}: {action.option_strings or action.dest} has no help text"
+    help_text = commands["serve"].format_help()
+    assert "(default: 8000)" in help_text and "(default: 127.0.0.1)" in help_text
+
+
+def test_cli_saliency_methods_match_the_library():
+    from medclass.cli.explain import METHODS as CLI_METHODS
+    from medclass.explain.methods import METHODS
+
+    assert CLI_METHODS == METHODS
+
+
+def test_set_and_enum_errors_exit_2_with_one_line(run_cli, tmp_path, make_npz, fast_config):
+    data = make_npz(tmp_path / "d.npz", sizes=(20, 8, 8), size=8)
+    base = ["train", "--data", data, "--config", fast_config, "-q", "--out", tmp_path / "run"]
+    for extra, expected in [
+        (["--set", "train.select_metric=aucc"], ["select_metric", "aucc", "auc, acc"]),
+        (["--set", "train.precision=fp64"], ["precision", "fp64"]),
+        (["--set", "train.epochs"], ["train.epochs", "="]),
+        (["--set", "train.nosuchkey=1"], ["nosuchkey"]),
+    ]:
+        res = run_cli(*base, *extra)
+        assert res.code == 2, (extra, res.out, res.err)
+        lines = res.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("medclass: error: "), res.err
+        for text in expected:
+            assert text in lines[0], (text, lines[0])
+
+
+def test_set_reaches_the_run_and_explicit_epochs_win(run_cli, tmp_path, make_npz, fast_config):
+    data = make_npz(tmp_path / "d.npz", sizes=(20, 8, 8), size=8)
+    run = tmp_path / "run"
+    budget = tmp_path / "budget.yaml"
+    budget.write_text("train:\n  max_minutes: 5\n")
+    res = run_cli(
+        "train", "--data", data, "--recipe", "default", "--config", budget, "--epochs", "1", "-q", "--out", run,
+        "--set", "train.ema=0", "--set", "augment.rotate=3", "--set", "eval.n_bootstrap=10",
+        "--set", "train.max_minutes=null",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["train"]["ema"] == 0 and cfg["augment"]["rotate"] == 3 and cfg["train"]["epochs"] == 1
+    assert cfg["train"]["max_minutes"] is None, "null given on purpose replaces the config file's value"
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 1 + 1, "one epoch, as asked"

@@ -216,3 +216,182 @@ def test_every_shipped_recipe_resolves_for_every_catalog_dataset():
     assert (breast.train.ensemble, chest.train.ensemble) == (3, 1)  # the ultrasound section, not the others
     assert breast.eval.tta == chest.eval.tta == ["shift"] and adrenal.eval.tta == ["hflip", "vflip"]
     assert {breast.train.max_minutes, chest.train.max_minutes, adrenal.train.max_minutes} == {15}
+
+
+# ------------------------------------------------------------------------------- enum-like values
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("select_metric", "aucc", "train.select_metric: 'aucc' is not one of auc, acc, loss"),
+        ("precision", "fp64", "train.precision: 'fp64' is not one of auto, bf16, fp32"),
+    ],
+)
+def test_a_typo_in_a_choice_names_the_file_and_the_choices(tmp_path, key, value, message):
+    path = _yaml(tmp_path / "typo.yaml", f"train:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        build_config(recipe="default", config_file=path)
+    assert str(err.value) == f"{path}.{message}" and "\n" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        build_config(recipe="default", overrides={"train": {key: value}})
+    assert str(err.value) == f"command line.{message}"
+
+
+def test_choices_in_lists_and_optional_choices(tmp_path):
+    with pytest.raises(ConfigError, match=r"^x\.yaml\.eval\.tta\[1\]: 'rot90' is not one of hflip, vflip, shift$"):
+        config_from_dict({"eval": {"tta": ["hflip", "rot90"]}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"optim\.class_weight: 'inverse' is not one of balanced, null$"):
+        config_from_dict({"optim": {"class_weight": "inverse"}})
+    with pytest.raises(ConfigError, match=r"train\.select_metric: null is not allowed"):
+        config_from_dict({"train": {"select_metric": None}})
+    with pytest.raises(ConfigError, match=r"train\.precision: 16 is not one of"):
+        config_from_dict({"train": {"precision": 16}})
+    cfg = config_from_dict(
+        {"optim": {"name": "AdamW", "class_weight": "none", "schedule": "multistep"}, "eval": {"tta": ("shift",)}}
+    )
+    assert cfg.optim.name == "adamw" and cfg.optim.class_weight is None and cfg.optim.schedule == "multistep"
+    assert cfg.eval.tta == ["shift"] and config_from_dict({"optim": {"class_weight": None}}).optim.class_weight is None
+    again = config_from_dict(yaml.safe_load(dump_yaml(cfg)))
+    assert again == cfg
+
+
+def test_the_choices_are_those_the_code_accepts():
+    from typing import get_args, get_type_hints
+
+    from medclass.config import AugmentConfig, DataConfig, EvalConfig, ModelConfig, OptimConfig, TrainConfig
+    from medclass.transforms.histogram import EQUALIZE_METHODS
+    from medclass.transforms.tta import TTA_VIEWS
+    from medclass.trust.scaling import METHODS
+
+    def choices(cls: type, name: str) -> set:
+        hint = get_type_hints(cls)[name]
+        while not all(isinstance(a, str) for a in get_args(hint)):  # Literal inside list[...] or ... | None
+            hint = next(a for a in get_args(hint) if get_args(a))
+        return set(get_args(hint))
+
+    assert choices(DataConfig, "equalize") == set(EQUALIZE_METHODS)
+    assert choices(EvalConfig, "tta") == set(TTA_VIEWS)
+    assert choices(EvalConfig, "calibration") == set(METHODS)
+    assert choices(EvalConfig, "operating_point") == {"youden", "sensitivity"}
+    assert choices(OptimConfig, "class_weight") == {"balanced"}
+    assert choices(AugmentConfig, "policy") == {"none", "trivial"}
+    assert choices(ModelConfig, "freeze") == {"none", "backbone", "gradual"}
+    assert choices(TrainConfig, "sampler") == {"random", "balanced"}
+
+
+def test_every_choice_of_optimiser_and_schedule_builds():
+    from typing import get_args, get_type_hints
+
+    import torch
+
+    from medclass.config import OptimConfig
+    from medclass.training.optim import build_optimizer, build_scheduler
+
+    hints = get_type_hints(OptimConfig)
+    model = torch.nn.Linear(2, 2)
+    for name in get_args(hints["name"]):
+        for schedule in get_args(hints["schedule"]):
+            cfg = config_from_dict({"optim": {"name": name, "schedule": schedule, "warmup_epochs": 0}}).optim
+            scheduler = build_scheduler(build_optimizer(model, cfg), cfg, steps_per_epoch=2, epochs=2)  # runs step 0
+            assert 0 < scheduler.get_last_lr()[0] <= cfg.lr
+    assert set(get_args(hints["name"])) == {"adamw", "adam", "sgd"}
+
+
+def test_every_shipped_recipe_and_its_sections_validate():
+    from medclass.config import _merge
+
+    names = list_recipes()
+    assert {"default", "best", "hires"} <= set(names)
+    for name in names:
+        path = find_recipe(name)
+        cfg = config_from_dict(read_yaml(path), str(path))  # every value checked, choices included
+        assert build_config(recipe=name).train.select_metric in ("auc", "acc", "loss")
+        for key, section in cfg.per_modality.items():
+            _merge(RunConfig(), section, f"{path}.per_modality.{key}")
+
+
+# ------------------------------------------------------------------------------------------- --set
+
+
+def test_parse_set_reads_values_as_yaml():
+    from medclass.config import parse_set
+
+    got = parse_set(
+        [
+            "train.epochs=3",
+            "optim.lr=0.5",
+            "augment.hflip=true",
+            "optim.class_weight=null",
+            "eval.tta=[hflip, shift]",
+            "model.name=timm/resnet10t",
+            "per_modality.ct.train.epochs=4",
+            "train.epochs=5",  # a later item wins
+            "data.window= ",
+        ]
+    )
+    assert got == {
+        "train": {"epochs": 5},
+        "optim": {"lr": 0.5, "class_weight": None},
+        "augment": {"hflip": True},
+        "eval": {"tta": ["hflip", "shift"]},
+        "model": {"name": "timm/resnet10t"},
+        "per_modality": {"ct": {"train": {"epochs": 4}}},
+        "data": {"window": None},
+    }
+    assert parse_set([]) == {}
+    cfg = build_config(recipe="default", overrides=parse_set(["train.precision=fp32", "augment.rotate=3"]))
+    assert cfg.train.precision == "fp32" and cfg.augment.rotate == 3.0
+
+
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [
+        ("train.epochs", r"^--set 'train\.epochs': expected SECTION\.KEY=VALUE"),
+        ("epochs=3", r"^--set 'epochs=3': expected SECTION\.KEY=VALUE"),
+        ("train.=3", r"^--set 'train\.=3': expected"),
+        ("eval.tta=[hflip", r"^--set 'eval\.tta=\[hflip': invalid value"),
+    ],
+)
+def test_parse_set_errors_name_the_item(item, match):
+    from medclass.config import parse_set
+
+    with pytest.raises(ConfigError, match=match) as err:
+        parse_set(["train.seed=1", item])
+    assert "\n" not in str(err.value)
+
+
+def test_parse_set_leaves_unknown_keys_and_bad_values_to_build_config():
+    from medclass.config import parse_set
+
+    with pytest.raises(ConfigError, match=r"command line\.train: unknown key 'epoch'"):
+        build_config(recipe=None, overrides=parse_set(["train.epoch=3"]))
+    with pytest.raises(ConfigError, match=r"command line\.train\.select_metric: 'aucc' is not one of auc, acc, loss"):
+        build_config(recipe=None, overrides=parse_set(["train.select_metric=aucc"]))
+    with pytest.raises(ConfigError, match=r"--set 'train\.epochs\.x=1': 'train\.epochs' is a value, not a section"):
+        parse_set(["train.epochs=3", "train.epochs.x=1"])
+
+
+# ------------------------------------------------------------------------------ explicit values win
+
+
+def test_explicit_epochs_are_not_raised_by_the_recipes_min_steps(tmp_path):
+    assert read_yaml(find_recipe("default"))["train"]["min_steps"] == 1000
+    assert build_config(recipe="default").train.min_steps == 1000  # the recipe's, when epochs come from it too
+    cfg = build_config(recipe="default", overrides={"train": {"epochs": 1}})
+    assert (cfg.train.epochs, cfg.train.min_steps) == (1, 0)
+    both = build_config(recipe="default", overrides={"train": {"epochs": 1, "min_steps": 200}})
+    assert (both.train.epochs, both.train.min_steps) == (1, 200)  # both explicit: both kept
+    user = _yaml(tmp_path / "u.yaml", "train:\n  epochs: 3\n")
+    assert build_config(recipe="default", config_file=user).train.min_steps == 1000  # a file is not a flag
+    assert build_config(recipe="default", overrides={"train": {"epochs": None}}).train.min_steps == 1000  # unset
+    overrides = {"train": {"epochs": 2}}
+    build_config(recipe="default", overrides=overrides)
+    assert overrides == {"train": {"epochs": 2}}  # the caller's mapping is left as it was
+
+
+def test_explicit_epochs_win_over_a_modality_section(tmp_path):
+    recipe = _yaml(tmp_path / "r.yaml", "train:\n  min_steps: 500\nper_modality:\n  ct:\n    train: {min_steps: 900}\n")
+    cfg = build_config(recipe=str(recipe), overrides={"train": {"epochs": 2}}, modality="ct")
+    assert (cfg.train.epochs, cfg.train.min_steps) == (2, 0)
+    assert build_config(recipe=str(recipe), modality="ct").train.min_steps == 900

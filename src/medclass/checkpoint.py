@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medclass.errors import ModelError
+from medclass.models.build import build_from_meta
 from medclass.utils.files import atomic_path, write_json
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -69,19 +70,12 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     Returns:
         ``(model in eval mode, metadata dict)``.
     """
-    from medclass.train.loop import build_model
-
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise ModelError(f"{run_dir}: checkpoint folder not found")
     meta = read_model_meta(run_dir)
     arch = meta["architecture"]
-    if "deep_ensemble" in meta:  # members' weights under members.<i>. (medclass.train.ensemble)
-        from medclass.train.ensemble import from_meta
-
-        model = from_meta(meta, build_model)
-    else:
-        model = build_model(arch)
+    model = build_from_meta(meta)  # an ensemble's members' weights are under members.<i>.
     state = _load_tensors(run_dir / MODEL_WEIGHTS)
     try:
         model.load_state_dict(state)

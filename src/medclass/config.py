@@ -3,9 +3,11 @@
 A run's configuration is built in layers, each overriding the one before:
 
 1. the dataclass defaults below,
-2. a recipe (``configs/recipes/<name>.yaml``),
+2. a recipe (``<name>.yaml``, shipped in the package's ``recipes`` folder, or a YAML path),
 3. a user ``--config FILE``,
-4. command-line flags.
+4. the values the user gives explicitly: command-line flags and ``--set section.key=value``
+   (:func:`parse_set`), or keyword arguments of :func:`medclass.train`. An explicit ``train.epochs``
+   is the number of epochs trained (see :func:`build_config`).
 
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -47,6 +50,11 @@ class DataConfig:
             ``clahe_tiles`` regions per side).
         modality: Imaging modality (``xray``, ``ct``, ``ultrasound``, ...) that selects the recipe's
             ``per_modality`` section; ``None`` takes it from the dataset catalog.
+        label_column: Manifest column that holds the label (``None``: ``label``, else 0/1 label columns).
+        group_column: Manifest column whose rows belong together (one patient, one lesion) and are kept
+            in one split (``None``: ``patient_id``, else ``group_id`` when the manifest has one).
+        positive_class: Name of the class that is the finding in a binary task (sensitivity, operating
+            point, referral, triage); ``None`` takes the catalog's, else the second class.
     """
 
     spec: str = "pneumoniamnist"
@@ -58,14 +66,19 @@ class DataConfig:
     frame: str | int = "middle"
     max_pixels: int | None = None
     dedup: bool = True
-    equalize: str = "none"
+    equalize: Literal["none", "hist", "clahe"] = "none"
     clahe_clip: float = 2.0
     clahe_tiles: int = 8
     modality: str | None = None
+    label_column: str | None = None
+    group_column: str | None = None
+    positive_class: str | None = None
 
     def file_options(self) -> dict[str, Any]:
         """Keyword options for folder and manifest sources (:func:`medclass.data.sources.load_files`)."""
-        return {"window": self.window, "frame": self.frame, "max_pixels": self.max_pixels, "dedup": self.dedup}
+        opts = {"window": self.window, "frame": self.frame, "max_pixels": self.max_pixels, "dedup": self.dedup}
+        opts.update({k: v for k, v in (("label_column", self.label_column), ("group_column", self.group_column)) if v})
+        return opts
 
 
 @dataclass
@@ -95,7 +108,7 @@ class ModelConfig:
     pretrained: bool = False
     weights: str | None = None
     init_from: str | None = None
-    freeze: str = "none"
+    freeze: Literal["none", "backbone", "gradual"] = "none"
     unfreeze_every: float = 1.0
     truncate: int = 0
     members: list[str] = field(default_factory=list)
@@ -105,24 +118,30 @@ class ModelConfig:
 class OptimConfig:
     """Optimiser, schedule and loss options.
 
-    Class imbalance: ``class_weight: balanced`` (inverse-frequency weights), ``loss: focal`` with
+    Class imbalance: ``class_weight: balanced`` (inverse-frequency weights; ``class_weight_multiclass:
+    false`` keeps them to binary and multi-label tasks, whose decisions use a threshold chosen on
+    validation, and trains multi-class and ordinal tasks, decided by the argmax, unweighted; with
+    ``prior_correction``, weighted multi-class decisions are moved back to the training prior by a
+    ``-log(weight)`` logit offset folded into the output bias after training), ``loss: focal`` with
     ``focal_gamma``, ``logit_adjust: tau`` (logit-adjusted loss, 1.0 as in Menon et al. 2021); with
     :attr:`TrainConfig.sampler` ``balanced`` for class-balanced sampling, and the operating point
     for threshold moving. ``layer_decay`` < 1 scales each earlier layer's learning rate by that factor
     (layer-wise learning-rate decay, for fine-tuning pretrained weights).
     """
 
-    name: str = "adamw"
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    schedule: str = "cosine"
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
     warmup_epochs: float = 1.0
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     label_smoothing: float = 0.0
-    class_weight: str | None = None
+    class_weight: Literal["balanced"] | None = None
+    class_weight_multiclass: bool = True
+    prior_correction: bool = False
     grad_clip: float | None = None
-    loss: str = "ce"
+    loss: Literal["ce", "focal"] = "ce"
     focal_gamma: float = 2.0
     logit_adjust: float = 0.0
     layer_decay: float = 1.0
@@ -159,7 +178,7 @@ class AugmentConfig:
     elastic: float = 0.0
     bias_field: float = 0.0
     equalize: float = 0.0
-    policy: str = "none"
+    policy: Literal["none", "trivial"] = "none"
     mixup: float = 0.0
     cutmix: float = 0.0
 
@@ -171,7 +190,10 @@ class TrainConfig:
     Attributes:
         epochs: Passes over the training split.
         min_steps: Raise ``epochs`` until at least this many optimiser steps are taken, so small
-            datasets get enough updates (0 = off).
+            datasets get enough updates (0 = off). Not applied when ``epochs`` is given explicitly
+            (a flag or override) and ``min_steps`` is not.
+        precision: ``auto`` (bf16 autocast where the device has native bf16 kernels), ``bf16`` or ``fp32``.
+        select_metric: Validation metric that picks the kept epoch: ``auc``, ``acc`` or ``loss``.
         sampler: ``random`` (each row once per epoch, shuffled) or ``balanced`` (rows drawn with
             replacement so every class is equally likely).
         max_minutes: Training-time budget. The first two epochs' durations decide how many epochs
@@ -182,7 +204,7 @@ class TrainConfig:
             GPU are not bit-for-bit reproducible.
         ensemble: Train this many models (seeds ``seed * ensemble + i``, each an even share of what
             the earlier ones left of ``max_minutes``) and keep their averaged probabilities as the
-            run's model: a deep ensemble in one checkpoint (:mod:`medclass.train.ensemble`).
+            run's model: a deep ensemble in one checkpoint (:mod:`medclass.training.ensemble`).
             1 = one model.
     """
 
@@ -191,11 +213,11 @@ class TrainConfig:
     batch_size: int = 128
     eval_batch_size: int = 512
     seed: int = 0
-    precision: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     threads: int | None = None
     ema: float = 0.0
-    select_metric: str = "auc"
-    sampler: str = "random"
+    select_metric: Literal["auc", "acc", "loss"] = "auc"
+    sampler: Literal["random", "balanced"] = "random"
     max_minutes: float | None = None
     device: str = "auto"
     ensemble: int = 1
@@ -216,15 +238,19 @@ class EvalConfig:
     smallest decision certainty to accept so that sensitivity on the accepted validation cases
     stays at or above ``referral_sensitivity``; other cases are flagged "refer". Multi-class
     cases are referred when their prediction set is not a single class.
+
+    ``urgent_classes`` names the classes whose probability ranks cases for triage (multi-class; empty:
+    every class but the first); a binary task ranks by its positive class.
     """
 
-    operating_point: str = "youden"
+    operating_point: Literal["youden", "sensitivity"] = "youden"
     target_sensitivity: float = 0.95
     n_bootstrap: int = 1000
-    tta: list[str] = field(default_factory=list)
-    calibration: str = "temperature"
+    tta: list[Literal["hflip", "vflip", "shift"]] = field(default_factory=list)
+    calibration: Literal["temperature", "vector", "none"] = "temperature"
     alpha: float = 0.1
     referral_sensitivity: float = 0.95
+    urgent_classes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -234,10 +260,15 @@ class RunConfig:
     ``per_modality`` maps a modality (``xray``, ``ct``, ``ultrasound``, ...) or a dataset name to
     settings that apply only to such data, on top of the recipe and under any config file or flag
     (a dataset's own section after its modality's); see :func:`specialise`.
+
+    ``fallback`` names the recipe used instead for data that no ``per_modality`` section names (``auto``
+    chooses from the data): a recipe tuned on a few datasets then applies only where it was measured.
+    ``None``: the recipe applies to any data.
     """
 
     name: str | None = None
     recipe: str | None = None
+    fallback: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -251,8 +282,59 @@ class RunConfig:
         return asdict(self)
 
 
+def _check_choice(value: Any, choices: tuple[Any, ...], where: str, *, nullable: bool = False) -> Any:
+    """``value`` as one of ``choices`` (a ``Literal``'s values), matched exactly, then ignoring case.
+
+    With ``nullable``, the text ``none`` or ``null`` (as ``--set key=none`` gives) is ``None`` too.
+
+    Raises:
+        ConfigError: Any other value, with a one-line message that lists the choices.
+    """
+    if value in choices and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        for choice in choices:
+            if isinstance(choice, str) and choice.lower() == value.lower():
+                return choice
+        if nullable and value.lower() in ("none", "null"):
+            return None
+    allowed = ", ".join(str(c) for c in choices) + (", null" if nullable else "")
+    raise ConfigError(f"{where}: {value!r} is not one of {allowed}")
+
+
+def _check_literal(value: Any, hint: Any, where: str) -> tuple[bool, Any]:
+    """Check ``value`` against a ``Literal`` hint (also ``Literal[...] | None`` and ``list[Literal[...]]``).
+
+    Returns:
+        ``(True, checked value)``, or ``(False, None)`` when ``hint`` holds no ``Literal``.
+    """
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        if value is None:
+            raise ConfigError(f"{where}: null is not allowed (use one of {', '.join(str(a) for a in args)})")
+        return True, _check_choice(value, args, where)
+    if origin in (Union, types.UnionType):
+        literals = [a for a in args if get_origin(a) is Literal]
+        if len(literals) == 1 and set(args) <= {literals[0], type(None)}:
+            if value is None and type(None) in args:
+                return True, None
+            return True, _check_choice(value, get_args(literals[0]), where, nullable=type(None) in args)
+    if origin is list and len(args) == 1 and get_origin(args[0]) is Literal:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return True, [_check_choice(v, get_args(args[0]), f"{where}[{i}]") for i, v in enumerate(value)]
+    return False, None
+
+
 def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Coerce ``value`` to the annotated type where that is lossless, else raise ConfigError."""
+    """Coerce ``value`` to the annotated type where that is lossless, else raise ConfigError.
+
+    A ``Literal`` (enum-like) field takes only its listed values: ``train.select_metric: 'aucc' is not one of
+    auc, acc, loss``, where ``where`` names the file (or ``command line``) the value came from.
+    """
+    is_literal, checked = _check_literal(value, hint, where)
+    if is_literal:
+        return checked
     text = str(hint)
     if text.startswith("dict"):
         if not isinstance(value, dict):
@@ -323,12 +405,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def recipe_dirs() -> list[Path]:
-    """Folders searched for recipes: ``$MEDCLASS_RECIPES_DIR``, ``./configs/recipes``, the repo's own."""
+    """Folders searched for recipes, first match wins: ``$MEDCLASS_RECIPES_DIR``, ``./configs/recipes``, then the
+    recipes shipped inside the package (read through :mod:`importlib.resources`, so an installed wheel finds them)."""
+    from importlib.resources import files
+
     dirs = []
     if os.environ.get("MEDCLASS_RECIPES_DIR"):
         dirs.append(Path(os.environ["MEDCLASS_RECIPES_DIR"]))
     dirs.append(Path.cwd() / "configs" / "recipes")
-    dirs.append(Path(__file__).resolve().parents[2] / "configs" / "recipes")
+    dirs.append(Path(str(files("medclass") / "recipes")))
     return dirs
 
 
@@ -363,7 +448,8 @@ def build_config(
     Args:
         recipe: Recipe name or YAML path; ``None`` for the bare defaults.
         config_file: A user YAML file applied after the recipe.
-        overrides: Nested mapping applied last (e.g. from CLI flags); ``None`` values are skipped.
+        overrides: The values the user gave explicitly (command-line flags, ``--set``, keyword arguments of
+            :func:`medclass.train`), as a nested mapping applied last; ``None`` values are skipped.
         modality: The data's modality (from the catalog); ``data.modality`` wins when set.
         dataset: The data's name.
 
@@ -371,8 +457,16 @@ def build_config(
     the recipe, so a config file and flags still override them; ``data.modality`` records the
     modality used.
 
+    An explicit value wins: when ``overrides`` set ``train.epochs`` but not ``train.min_steps``,
+    ``min_steps`` is 0, so the epoch count asked for is the one trained (a recipe's ``min_steps``
+    would otherwise raise it on small datasets; ``--epochs 1`` trains one epoch).
+
     Returns:
         The resolved configuration.
+
+    Raises:
+        ConfigError: An unknown key, a value of the wrong type or not among a field's choices, naming
+            where it came from (the recipe or config file, or ``command line``).
     """
     layers: list[tuple[dict[str, Any], str]] = []
     if recipe:
@@ -381,7 +475,11 @@ def build_config(
     if config_file:
         layers.append((read_yaml(config_file), str(config_file)))
     if overrides:
-        layers.append((_drop_none(overrides), "command line"))
+        explicit = _drop_none(overrides)
+        train = explicit.get("train")
+        if isinstance(train, dict) and "epochs" in train and "min_steps" not in train:
+            explicit["train"] = {**train, "min_steps": 0}  # the epochs asked for, not more
+        layers.append((explicit, "command line"))
     cfg = RunConfig()
     for data, where in layers:
         _merge(cfg, data, where)
@@ -400,11 +498,57 @@ def build_config(
     return cfg
 
 
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """Nested overrides from ``--set`` items: ``train.epochs=3`` -> ``{"train": {"epochs": 3}}``.
+
+    Keys may go deeper (``per_modality.ct.train.epochs=3``); a later item for the same key wins. Each
+    value is read as YAML, so ``1``, ``0.5``, ``true``, ``null`` and ``[hflip, shift]`` have their
+    types. Unknown keys and wrong types are left to :func:`build_config`, which names them.
+
+    Args:
+        items: ``SECTION.KEY=VALUE`` strings.
+
+    Returns:
+        The overrides, for :func:`build_config`.
+
+    Raises:
+        ConfigError: An item without ``=``, without a section (``epochs=3``), or whose value is not valid YAML.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        parts = [p.strip() for p in key.split(".")]
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: invalid value ({str(err).splitlines()[0]})") from None
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
+        node[parts[-1]] = value
+    return out
+
+
 def config_from_dict(data: dict[str, Any], where: str = "config") -> RunConfig:
     """Rebuild a RunConfig from a saved dict (e.g. a run's ``config.yaml``)."""
     cfg = RunConfig()
     _merge(cfg, data, where)
     return cfg
+
+
+class _Null:
+    """An override that sets a key to null on purpose (``--set train.max_minutes=null``), unlike ``None``, which
+    means "not given"."""
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+NULL = _Null()
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -414,6 +558,8 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
             sub = _drop_none(v)
             if sub:
                 out[k] = sub
+        elif v is NULL:
+            out[k] = None
         elif v is not None:
             out[k] = v
     return out

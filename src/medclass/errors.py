@@ -26,3 +26,11 @@ class InvalidImageError(DataError):
 
 class ModelError(MedclassError):
     """A model name, architecture or checkpoint is invalid."""
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A metric is undefined for the given data (e.g. one class only); its value is NaN.
+
+    Defined here rather than in :mod:`medclass.metrics`, which re-exports it, so that the metric
+    modules need not import their own package.
+    """

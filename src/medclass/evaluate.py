@@ -1,7 +1,9 @@
 """Evaluate a trained model on dataset splits: operating point on validation, metrics, curves, report.
 
 Writes ``metrics.json`` (``{"dataset", "task", "label_names", "splits": {"val": {...}, "test": {...}}}``
-with ``auc`` and ``acc`` first in each split) and a self-contained ``report.html``.
+with ``auc`` and ``acc`` first in each split; binary tasks add ``positive_class``, the class whose
+sensitivity, operating point and referral figures these are) and a self-contained ``report.html``.
+A binary checkpoint's ``positive_index`` (1 when absent) selects that class everywhere here.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import torch
 from torch import nn
 
 from medclass.data.dataset import Dataset
+from medclass.inference import predict_logits
 from medclass.metrics.calibration import calibration_summary, reliability_curve
+from medclass.metrics.positive import positive_index
 from medclass.metrics.report import choose_threshold, curves, evaluate_predictions
 from medclass.tasks import logits_to_probs
-from medclass.train.loop import predict_logits
 from medclass.trust.scaling import apply_calibration, fit_calibration
 from medclass.utils.files import write_json
 
@@ -99,6 +102,7 @@ def evaluate_model(
         ``(metrics, curves, probs)``: the metrics.json dict, plot curves per split, probabilities per split.
     """
     task, prep, calibration = meta["task"], meta["preprocessing"], meta.get("calibration")
+    pos = positive_index(meta)
     wanted = tuple(splits) + (("val",) if threshold is None and "val" in dataset.splits and "val" not in splits else ())
     given = logits or {}
     logits = {s: given.get(s) for s in wanted}
@@ -116,6 +120,7 @@ def evaluate_model(
             task=task,
             method=method,
             target_sensitivity=op.get("target_sensitivity") if method == "sensitivity" else None,
+            positive_index=pos,
         )
     if isinstance(threshold, float) and math.isnan(threshold):
         threshold = None
@@ -123,6 +128,7 @@ def evaluate_model(
         "dataset": dataset.name,
         "task": task,
         "label_names": list(meta["label_names"]),
+        **({"positive_class": str(meta["label_names"][pos])} if task == "binary" else {}),
         "splits": {},
     }
     plot: dict[str, Any] = {}
@@ -137,10 +143,13 @@ def evaluate_model(
             groups=split.patient_ids,
             n_bootstrap=n_bootstrap,
             seed=seed,
+            positive_index=pos,
         )
         metrics["splits"][s]["calibration"] = _calibration_entry(split.labels, raw[s], probs[s], task, calibration)
         metrics["splits"][s].update(trust_metrics(meta, split.labels, probs[s]))
-        plot[s] = _report_curves(curves(split.labels, probs[s], task=task, label_names=meta["label_names"]))
+        plot[s] = _report_curves(
+            curves(split.labels, probs[s], task=task, label_names=meta["label_names"], positive_index=pos)
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a split without labels: nan, already warned about
             plot[s]["reliability"] = {
@@ -164,7 +173,7 @@ def _add_test_figures(plot: dict[str, Any], model: nn.Module, meta: dict[str, An
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         t = None if meta.get("threshold") is None else float(meta["threshold"])
-        rc = risk_coverage_curve(split.labels, probs, task=task, threshold=t)
+        rc = risk_coverage_curve(split.labels, probs, task=task, threshold=t, positive_index=positive_index(meta))
     step = max(1, len(rc["coverage"]) // 200)
     plot["risk_coverage"] = {"coverage": rc["coverage"][::step].tolist(), "risk": rc["risk"][::step].tolist()}
     plot["gallery"] = gallery(model, meta, split.images, split.labels, probs)
@@ -244,7 +253,13 @@ def fit_referral(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t = 0.5 if meta.get("threshold") is None else float(meta["threshold"])
-            cut = referral_cut(val_labels, val_probs, threshold=t, target_sensitivity=target_sensitivity)
+            cut = referral_cut(
+                val_labels,
+                val_probs,
+                threshold=t,
+                target_sensitivity=target_sensitivity,
+                positive_index=positive_index(meta),
+            )
         referral.update(target_sensitivity=target_sensitivity, cut=cut["cut"] if math.isfinite(cut["cut"]) else None)
     entries["referral"] = referral
     return entries
@@ -268,7 +283,9 @@ def referral_flags(meta: dict[str, Any], probs: np.ndarray, *, alpha: float | No
     if meta["task"] == "binary":
         cut = referral.get("cut")
         t = 0.5 if meta.get("threshold") is None else float(meta["threshold"])
-        refer = certainty(probs, "binary", t) < (math.inf if cut is None else float(cut))
+        refer = certainty(probs, "binary", t, positive_index=positive_index(meta)) < (
+            math.inf if cut is None else float(cut)
+        )
     else:
         refer = sets.sum(1) != 1
     return sets, refer
@@ -291,11 +308,14 @@ def trust_metrics(meta: dict[str, Any], labels: np.ndarray, probs: np.ndarray) -
             )
             out["conformal"][str(alpha)] = set_metrics(sets, labels)
         t = None if meta.get("threshold") is None else float(meta["threshold"])
-        out["aurc"] = risk_coverage_curve(labels, probs, task=meta["task"], threshold=t)["aurc"]
+        pos = positive_index(meta)
+        out["aurc"] = risk_coverage_curve(labels, probs, task=meta["task"], threshold=t, positive_index=pos)["aurc"]
         referral = meta.get("referral") or {}
         if meta["task"] == "binary" and "target_sensitivity" in referral:
             cut = referral.get("cut")
-            summary = referral_summary(labels, probs, math.inf if cut is None else cut, threshold=t or 0.5)
+            summary = referral_summary(
+                labels, probs, math.inf if cut is None else cut, threshold=t or 0.5, positive_index=pos
+            )
             out["referral"] = {"target_sensitivity": referral["target_sensitivity"], **summary}
     return out
 

@@ -18,8 +18,8 @@ from torch import nn
 from medclass.checkpoint import load_model
 from medclass.data.dataset import resize_images, to_channels_first
 from medclass.errors import DataError
+from medclass.inference import predict_probs
 from medclass.io.images import is_image_file, read_image, to_uint8
-from medclass.train.loop import predict_probs
 
 
 @dataclass
@@ -41,6 +41,21 @@ class Prediction:
     sources: list[str]
     sets: np.ndarray | None = None
     refer: np.ndarray | None = None
+
+    def records(self, label_names: Sequence[str], task: str) -> list[dict[str, Any]]:
+        """One dict per image: ``source``, ``probs`` by class name, ``label``, and ``set``/``refer`` when known."""
+        out = []
+        for i, (src, p, lab) in enumerate(zip(self.sources, self.probs, self.labels, strict=True)):
+            rec: dict[str, Any] = {"source": src, "probs": {n: float(v) for n, v in zip(label_names, p, strict=True)}}
+            if task == "multilabel":
+                rec["label"] = [n for n, v in zip(label_names, lab, strict=True) if v]
+            else:
+                rec["label"] = label_names[int(lab)]
+            if self.sets is not None and self.refer is not None:
+                rec["set"] = [n for n, v in zip(label_names, self.sets[i], strict=True) if v]
+                rec["refer"] = bool(self.refer[i])
+            out.append(rec)
+        return out
 
 
 class Predictor:
@@ -104,7 +119,7 @@ class Predictor:
 
         loaded = [(model, meta)] + [load_model(r) for r in ensemble]
         for other, (_, m) in zip(ensemble, loaded[1:], strict=True):
-            for key in ("task", "label_names", "preprocessing"):
+            for key in ("task", "label_names", "preprocessing", "positive_index"):
                 if m[key] != meta[key]:
                     raise DataError(f"{other}: its {key} differs from {run_dir}'s; it cannot join the ensemble")
         wrapper = ProbabilityAverage(
@@ -156,10 +171,15 @@ class Predictor:
         return x
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
-        """Labels from probabilities at the stored operating threshold (argmax for multi-class)."""
+        """Labels from probabilities at the stored operating threshold (argmax for multi-class).
+
+        Binary: the checkpoint's positive class (``positive_index``, 1 for older checkpoints) when its
+        probability reaches the threshold, else the other class.
+        """
         if self.task == "binary":
-            t = 0.5 if self.threshold is None else float(self.threshold)
-            return (probs[:, 1] >= t).astype(np.int64)
+            from medclass.metrics.positive import binary_decision, positive_index
+
+            return binary_decision(probs, self.threshold, positive_index(self.meta))
         if self.task == "multilabel":
             t = np.full(probs.shape[1], 0.5) if self.threshold is None else np.asarray(self.threshold, dtype=float)
             t = np.where(np.isnan(t), 0.5, t)
@@ -201,6 +221,44 @@ class Predictor:
             raise DataError(f"no images found in {', '.join(map(str, inputs))}")
         return torch.cat(arrays), sources
 
+    def _predict_any(self, x: Any, *, alpha: float | None = None) -> Prediction:
+        """Predict for an image array or for file inputs (see :meth:`predict_proba`)."""
+        if isinstance(x, str | Path) or (isinstance(x, Sequence) and not isinstance(x, np.ndarray)):
+            return self.predict_paths([x] if isinstance(x, str | Path) else list(x), alpha=alpha)
+        arr = np.asarray(x)
+        stack = self.prepare(as_uint8_images(arr, len(self.input_shape) - 1), where="array")
+        probs = self.probs(stack)
+        sets, refer = self.referral(probs, alpha=alpha)
+        return Prediction(probs, self.decide(probs), [f"array[{i}]" for i in range(len(probs))], sets, refer)
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """Calibrated class probabilities, as scikit-learn's ``predict_proba``.
+
+        Args:
+            x: Images as an array, ``(N, H, W)`` or ``(N, H, W, C)`` for 2D models and ``(N, D, H, W)`` for 3D
+                ones (a single image without ``N`` also works); ``uint8``, or floats in 0..1 or 0..255 (other
+                floats are min-max scaled per image). Or a file path (image, DICOM, NIfTI, folder, ``.npy``,
+                ``.npz``) or a list of them.
+
+        Returns:
+            ``(N, C)`` probabilities, columns in the order of :attr:`label_names`.
+        """
+        return self._predict_any(x).probs
+
+    def predict(self, x: Any, *, alpha: float | None = None) -> list[dict[str, Any]]:
+        """Per-image records, as ``medclass predict`` writes them (one row of its CSV each).
+
+        Args:
+            x: As for :meth:`predict_proba`.
+            alpha: Miss rate of the conformal prediction sets (default: the checkpoint's).
+
+        Returns:
+            One dict per image: ``source``, ``probs`` (class name to probability), ``label`` (the decision at the
+            operating threshold: a class name, or a list of names for multi-label), and, when the checkpoint has
+            conformal thresholds, ``set`` (class names) and ``refer`` (bool).
+        """
+        return self._predict_any(x, alpha=alpha).records(self.label_names, self.task)
+
     def predict_paths(self, inputs: Sequence[str | Path], *, alpha: float | None = None) -> Prediction:
         """Predict for image files, folders of images, ``.npy`` arrays and ``.npz`` files.
 
@@ -210,6 +268,28 @@ class Predictor:
         probs = self.probs(x)
         sets, refer = self.referral(probs, alpha=alpha)
         return Prediction(probs, self.decide(probs), sources, sets, refer)
+
+
+def as_uint8_images(arr: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """``uint8`` pixels from an image array: ``uint8`` as is, floats in 0..1 times 255, floats in 0..255 rounded, any
+    other range min-max scaled per image (the first axis is the image axis when there is one).
+
+    Args:
+        arr: ``(N, *spatial[, C])`` or one image.
+        spatial_dims: 2 or 3.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"array: cannot read {arr.dtype} values as pixels")
+    a = arr.astype(np.float32)
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if lo >= 0 and hi <= 1 and np.issubdtype(arr.dtype, np.floating):
+        return np.round(np.nan_to_num(a) * 255).astype(np.uint8)
+    if lo >= 0 and hi <= 255:
+        return np.round(np.nan_to_num(a)).astype(np.uint8)
+    batched = a.ndim > spatial_dims + (a.shape[-1] in (1, 3))
+    return np.stack([to_uint8(im) for im in a]) if batched else to_uint8(a)
 
 
 def _onnx_session(run: Path, model: nn.Module, meta: dict[str, Any], onnx_file: str | Path | None) -> Any:

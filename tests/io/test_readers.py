@@ -396,7 +396,7 @@ def test_max_pixels_checked_before_decoding(
     with pytest.raises(InvalidImageError, match="exceeds the limit of 99"):
         read(small, max_pixels=99)
     assert read(small, max_pixels=100).array.shape == (10, 10)
-    monkeypatch.setattr("medclass.io.images.MAX_PIXELS", 50)  # the one module-wide setting
+    monkeypatch.setattr("medclass.io.common.MAX_PIXELS", 50)  # the one module-wide setting
     with pytest.raises(InvalidImageError, match="limit of 50"):
         read(small)
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "x.png")

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
+from medclass.inference import predict_logits, predict_probs
 from medclass.models import create_model
-from medclass.train.loop import predict_logits, predict_probs
 from medclass.transforms.tta import tta_views
 
 

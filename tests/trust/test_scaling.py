@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from medclass.errors import ConfigError
+from medclass.inference import predict_logits
 from medclass.predict import Predictor
-from medclass.train.loop import predict_logits
 from medclass.trust.scaling import (
     CHI2_1DF_95,
     apply_calibration,

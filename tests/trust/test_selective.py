@@ -42,6 +42,24 @@ def test_referral_cut_reaches_the_target_and_refers_as_few_as_possible():
         assert referral_cut([1, 1], [0.2, 0.3], threshold=0.5, target_sensitivity=0.9)["cut"] == np.inf
 
 
+def test_referral_keeps_the_sensitivity_of_a_positive_class_0():
+    """BreastMNIST-like: class 0 is the finding; the cut keeps its recall on accepted cases, not class 1's."""
+    p_pos = np.array([0.99, 0.9, 0.6, 0.4, 0.35, 0.05, 0.02])  # P(class 0)
+    probs = np.stack([p_pos, 1 - p_pos], axis=1)
+    labels = np.array([0, 0, 0, 0, 1, 1, 1])  # the class-0 case at 0.4 is missed at threshold 0.5
+    cut = referral_cut(labels, probs, threshold=0.5, target_sensitivity=1.0, positive_index=0)
+    accepted = certainty(probs, "binary", 0.5, positive_index=0) >= cut["cut"]
+    said = np.where(p_pos >= 0.5, 0, 1)
+    assert np.mean(said[accepted & (labels == 0)] == 0) == 1.0 == cut["sensitivity"]  # naive recall of class 0
+    assert cut["coverage"] == pytest.approx(accepted.mean()) == pytest.approx(5 / 7)
+    summary = referral_summary(labels, probs, cut["cut"], threshold=0.5, positive_index=0)
+    assert summary["sensitivity"] == 1.0 and summary["specificity"] == 1.0
+    # Read with class 1 as positive, the same numbers are a different (wrong) operating point.
+    assert referral_cut(labels, probs, threshold=0.5, target_sensitivity=1.0)["cut"] != cut["cut"]
+    curve = risk_coverage_curve(labels, probs, threshold=0.5, positive_index=0)
+    assert curve["risk"][-1] == pytest.approx(np.mean(said != labels))
+
+
 def test_predict_flags_referrals(tmp_path, make_npz, train_cli):
     run = tmp_path / "run"
     data = make_npz(tmp_path / "a.npz", sizes=(40, 12, 12), size=12)

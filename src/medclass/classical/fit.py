@@ -1,6 +1,6 @@
 """Fit a classical baseline: features, (vocabulary,) scaler and linear SVMs on train, Platt scaling on validation.
 
-Written like :func:`medclass.train.loop.fit` for networks: it saves ``model.safetensors`` and
+Written like :func:`medclass.training.loop.fit` for networks: it saves ``model.safetensors`` and
 ``model.json`` (via :func:`medclass.checkpoint.save_model`), ``config.yaml`` and a one-row
 ``history.csv``, so everything after training (calibration, thresholds, evaluation, the report)
 is shared.
@@ -76,7 +76,7 @@ def fit_classical(cfg: RunConfig, dataset: Dataset, out_dir: str | Path, *, meta
         cfg: The run configuration (``optim.class_weight: balanced`` weights the SVM's classes).
         dataset: The data; the train split fits, the validation split calibrates.
         out_dir: The run folder.
-        meta: The ``model.json`` content for the run (:func:`medclass.train.loop.model_meta`); its
+        meta: The ``model.json`` content for the run (:func:`medclass.training.loop.model_meta`); its
             architecture gains the sizes the model is rebuilt with.
 
     Returns:

@@ -299,7 +299,10 @@ def _read_table(spec: str, kind: str, progress: bool) -> tuple[_Images, list[str
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         from tqdm import tqdm
 
-        with tqdm(total=len(table.paths), desc="auditing", unit="img", leave=False, disable=not progress) as bar:
+        from medclass.utils.progress import show_progress
+
+        bar_off = not show_progress(progress)
+        with tqdm(total=len(table.paths), desc="auditing", unit="img", leave=False, disable=bar_off) as bar:
             for batch in pool.map(lambda b: [_read_file(p) for p in b], batches):
                 results += batch
                 bar.update(len(batch))
@@ -497,7 +500,7 @@ def audit(
         near_distance: Largest pHash Hamming distance of a near duplicate.
         min_correlation: Smallest thumbnail correlation of a near duplicate (0 keeps every hash match).
         seed: Split seed of the training split reported for sources without splits.
-        progress: Show a progress bar while reading files.
+        progress: Show a progress bar while reading files (on a terminal only).
 
     Returns:
         The report. Unreadable files are counted and listed, never fatal.

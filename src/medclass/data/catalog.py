@@ -91,6 +91,8 @@ class DatasetInfo:
         license: Licence of the data, e.g. ``"CC BY 4.0"``.
         source: Short credit line naming the source data.
         files: Official files by image size.
+        positive_class: Binary tasks: the class that is the finding (sensitivity, operating point,
+            referral and triage are about it); ``None`` for other tasks.
     """
 
     name: str
@@ -102,6 +104,7 @@ class DatasetInfo:
     license: str
     source: str
     files: dict[int, DatasetFile] = field(hash=False, repr=False)
+    positive_class: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -169,11 +172,12 @@ def _make(
     md5s: tuple[str, ...],
     source: str,
     license: str = _CC_BY,
+    positive: str | None = None,
 ) -> DatasetInfo:
-    """Build a catalog entry; 3D datasets are those whose name ends in ``3d``."""
+    """Build a catalog entry; 3D datasets are those whose name ends in ``3d``; ``positive`` names a binary finding."""
     ndim = 3 if name.endswith("3d") else 2
     sizes = _SIZES_3D if ndim == 3 else _SIZES_2D
-    if len(md5s) != len(sizes) or task not in TASKS:
+    if len(md5s) != len(sizes) or task not in TASKS or (task == "binary") != (positive in labels):
         raise AssertionError(f"bad catalog entry {name!r}")  # a bug in this table, caught at import
     files = {}
     for size, md5 in zip(sizes, md5s):
@@ -190,6 +194,7 @@ def _make(
         license=license,
         source=source,
         files=files,
+        positive_class=positive,
     )
 
 
@@ -298,6 +303,7 @@ _ENTRIES = (
             "d6a3c71de1b945ea11211b03746c1fe1",
         ),
         "Paediatric chest X-rays, pneumonia vs normal (Kermany et al.), via MedMNIST v2",
+        positive="pneumonia",
     ),
     _make(
         "retinamnist",
@@ -326,6 +332,7 @@ _ENTRIES = (
             "b56378a6eefa9fed602bb16d192d4c8b",
         ),
         "Breast ultrasound images (Al-Dhabyani et al.), via MedMNIST v2",
+        positive="malignant",  # label 0: the finding is not the second class
     ),
     _make(
         "bloodmnist",
@@ -445,6 +452,7 @@ _ENTRIES = (
         (1158, 165, 310),
         ("8755a7e9e05a4d9ce80a24c3e7a256f3", "c47c5b7d457bf6332200d2ea6d64ecd8"),
         "Lung nodules in thoracic CT from LIDC-IDRI (Armato et al.), via MedMNIST v2",
+        positive="malignant",
     ),
     _make(
         "adrenalmnist3d",
@@ -454,6 +462,7 @@ _ENTRIES = (
         (1188, 98, 298),
         ("bbd3c5a5576322bc4cdfea780653b1ce", "17721accfe9fb005146a47d33bc54b2f"),
         "Adrenal gland shape masks from abdominal CT, Zhongshan Hospital, Fudan University, via MedMNIST v2",
+        positive="hyperplasia",
     ),
     _make(
         "fracturemnist3d",
@@ -472,6 +481,7 @@ _ENTRIES = (
         (1335, 191, 382),
         ("b41fd4f7e7e2feedddb201585ecafa1b", "6bb274a8846e1097066dcd64e2c4520f"),
         "Brain vessel segments from MRA, IntrA intracranial aneurysm dataset (Yang et al.), via MedMNIST v2",
+        positive="aneurysm",
     ),
     _make(
         "synapsemnist3d",
@@ -481,6 +491,7 @@ _ENTRIES = (
         (1230, 177, 352),
         ("1235b78a3cd6280881dd7850a78eadb6", "43bd14ebf3af9d3dd072446fedc14d5e"),
         "Synapses in a rat brain electron microscopy volume (MitoEM), via MedMNIST v2",
+        positive="excitatory synapse",  # no clinical finding: the second class, as before
     ),
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +55,8 @@ class Dataset:
         task: ``binary``, ``multiclass``, ``multilabel`` or ``ordinal``.
         label_names: Class names (or label names for multi-label), by index.
         splits: ``{"train": Split, "val": Split, "test": Split}``.
-        source: Where the data came from (a path or catalog name), for the record.
+        source: Where the data came from (a path or catalog name), for messages; checkpoints keep
+            :meth:`record` instead, which holds no path.
         md5: MD5 of the source file when it is a single file.
     """
 
@@ -65,6 +67,7 @@ class Dataset:
     source: str = ""
     md5: str | None = None
     extra: dict = field(default_factory=dict)
+    _digest: tuple[Any, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -92,6 +95,37 @@ class Dataset:
         dups = self.extra.get("duplicates_dropped")
         note = f" ({dups} duplicate files dropped)" if dups else ""
         return f"{self.name}: {self.task}, {self.num_classes} classes, images {shape}, {sizes}{note}"
+
+    def record(self) -> dict[str, str]:
+        """How a checkpoint names this data: its ``name`` and a content hash, never a file-system path.
+
+        ``md5`` of the ``.npz`` file it was read from (the catalog's checksum for MedMNIST files, so
+        ``md5sum`` verifies it); otherwise ``sha256`` of the decoded content (:meth:`content_sha256`).
+        """
+        if self.md5:
+            return {"name": self.name, "md5": self.md5}
+        return {"name": self.name, "sha256": self.content_sha256()}
+
+    def content_sha256(self) -> str:
+        """SHA-256 of what a model sees: per split, in order, its name, the images' shape and bytes, and the labels.
+
+        Computed once while the split arrays stay the same objects.
+        """
+        import hashlib
+
+        key = tuple((k, id(s.images), id(s.labels)) for k, s in self.splits.items())
+        if self._digest is not None and self._digest[0] == key:
+            return self._digest[1]
+        h = hashlib.sha256()
+        for name in [*[k for k in SPLITS if k in self.splits], *sorted(set(self.splits) - set(SPLITS))]:
+            split = self.splits[name]
+            images = np.ascontiguousarray(split.images.cpu().numpy())
+            labels = np.ascontiguousarray(split.labels, dtype=np.float32)
+            h.update(f"{name}|{images.dtype}|{images.shape}|{labels.shape}|".encode())
+            h.update(images.reshape(-1).view(np.uint8))  # views of the contiguous arrays: no copy
+            h.update(labels.reshape(-1).view(np.uint8))
+        self._digest = (key, h.hexdigest())
+        return self._digest[1]
 
 
 def to_channels_first(images: np.ndarray, *, spatial_dims: int | None, where: str) -> np.ndarray:

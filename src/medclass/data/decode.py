@@ -9,6 +9,7 @@ used; renaming or moving the folder keeps the cache valid.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,9 @@ from tqdm import tqdm
 from medclass.data.download import cache_dir
 from medclass.errors import DataError, InvalidImageError
 from medclass.utils.files import atomic_path
+from medclass.utils.progress import show_progress
+
+log = logging.getLogger(__name__)
 
 _CACHE_VERSION = 1  # bump when decoding changes what a file turns into
 _CHUNK = 1 << 20
@@ -113,7 +117,7 @@ def decode_stack(
         where: The dataset's name for error messages (a folder or manifest).
         digests: Precomputed :func:`file_digest` values of ``paths`` (computed when ``None``).
         cache: Read and write ``<cache>/decoded/``; ``False`` always decodes.
-        progress: Show a progress bar while decoding.
+        progress: Show a progress bar while decoding (on a terminal only).
 
     Returns:
         The image stack.
@@ -132,10 +136,11 @@ def decode_stack(
         except (OSError, ValueError):
             cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
     read = _read_one(options)
+    log.info("decoding %d images from %s", len(paths), where)
     try:
         with ThreadPoolExecutor(max_workers=_workers()) as pool:
             it = pool.map(read, paths)
-            if progress:
+            if show_progress(progress):
                 it = tqdm(it, total=len(paths), desc="decoding", unit="img", leave=False)
             arrays = list(it)
     except InvalidImageError as err:

@@ -15,14 +15,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from medclass.data.catalog import DatasetInfo
 from medclass.errors import DataError
+from medclass.utils.files import atomic_open
+
+log = logging.getLogger(__name__)
 
 __all__ = ["cache_dir", "download_file", "md5sum", "resolve"]
 
@@ -113,17 +116,16 @@ def _fetch(url: str, dest: Path, md5: str | None, *, progress: bool, timeout: fl
     """
     from tqdm.auto import tqdm  # imported here so that importing medclass stays light
 
-    tmp: Path | None = None
+    from medclass.utils.progress import show_progress
+
+    log.info("downloading %s from %s", dest.name, url)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        tmp = Path(tmp_name)
         from medclass import __version__
 
         request = urllib.request.Request(url, headers={"User-Agent": f"medclass/{__version__}"})
         digest = hashlib.md5(usedforsecurity=False)
-        with (
-            os.fdopen(fd, "wb") as out,
+        with (  # the file replaces dest only when the block ends without error (complete, checksum right)
+            atomic_open(dest, "wb", suffix=".part") as out,
             urllib.request.urlopen(request, timeout=timeout) as response,
         ):
             length = response.headers.get("Content-Length")
@@ -135,7 +137,7 @@ def _fetch(url: str, dest: Path, md5: str | None, *, progress: bool, timeout: fl
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=dest.name,
-                disable=not progress,
+                disable=not show_progress(progress),
                 leave=False,
             ) as bar:
                 while block := response.read(_CHUNK):
@@ -143,13 +145,11 @@ def _fetch(url: str, dest: Path, md5: str | None, *, progress: bool, timeout: fl
                     digest.update(block)
                     got += len(block)
                     bar.update(len(block))
-        if total is not None and got != total:
-            raise _FetchError(f"connection closed after {got} of {total} bytes")
-        actual = digest.hexdigest()
-        if md5 is not None and actual != md5.lower():
-            raise DataError(f"{dest.name}: MD5 mismatch after download from {url}: expected {md5}, got {actual}")
-        os.replace(tmp, dest)
-        tmp = None
+            if total is not None and got != total:
+                raise _FetchError(f"connection closed after {got} of {total} bytes")
+            actual = digest.hexdigest()
+            if md5 is not None and actual != md5.lower():
+                raise DataError(f"{dest.name}: MD5 mismatch after download from {url}: expected {md5}, got {actual}")
         if md5 is not None:
             _write_stamp(dest, actual)
         return dest
@@ -160,10 +160,6 @@ def _fetch(url: str, dest: Path, md5: str | None, *, progress: bool, timeout: fl
     except (OSError, http.client.HTTPException, ValueError) as exc:
         # OSError covers timeouts and disk errors; ValueError an unsupported or malformed URL.
         raise _FetchError(str(exc) or type(exc).__name__) from exc
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
 
 
 def download_file(url: str, dest: Path, md5: str | None, *, progress: bool = True, timeout: float = 60.0) -> Path:
@@ -177,7 +173,7 @@ def download_file(url: str, dest: Path, md5: str | None, *, progress: bool = Tru
         url: URL to fetch (``http``, ``https`` or ``file``).
         dest: Destination file; its folder is created if needed.
         md5: Expected MD5 checksum as hex, or ``None`` to skip the check.
-        progress: Show a tqdm progress bar on stderr.
+        progress: Show a tqdm progress bar on stderr (on a terminal only; the download is logged either way).
         timeout: Socket timeout in seconds.
 
     Returns:
@@ -200,7 +196,7 @@ def resolve(info: DatasetInfo, size: int = 28, *, download: bool = True, progres
         info: Catalog entry of the dataset.
         size: Image size of the wanted file.
         download: Whether to download the file when it is neither in the mirror nor in the cache.
-        progress: Show a progress bar while downloading.
+        progress: Show a progress bar while downloading (on a terminal only).
 
     Returns:
         Path of the file in ``$MEDCLASS_DATA_DIR`` or in the cache.

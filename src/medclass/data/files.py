@@ -132,18 +132,25 @@ def _parse_label(value: str) -> float | str:
         return value
 
 
-def read_manifest(path: str | Path) -> FileTable:
+def read_manifest(path: str | Path, label_column: str | None = None, group_column: str | None = None) -> FileTable:
     """Read a CSV manifest: ``path`` plus a ``label`` column or several 0/1 label columns.
 
-    Optional columns: ``patient_id``, ``split`` (train/val/test) and ``readable`` (rows whose value
-    is ``false`` are left out, as ``medclass index`` writes them for unreadable files). With a
-    ``label`` column, the other columns are metadata; without one, every column that is neither
-    reserved nor known metadata is a label (multi-label when there are several). Relative paths
-    resolve against the manifest's folder; label cells may be class names or indices; empty cells
-    are unknown.
+    Optional columns: ``patient_id`` (or ``group_id``), ``split`` (train/val/test) and ``readable``
+    (rows whose value is ``false`` are left out, as ``medclass index`` writes them for unreadable
+    files). With a ``label`` column, the other columns are metadata; without one, every column that
+    is neither reserved nor known metadata is a label (multi-label when there are several). Relative
+    paths resolve against the manifest's folder; label cells may be class names or indices; empty
+    cells are unknown.
+
+    Args:
+        path: The CSV file.
+        label_column: The column that holds the label (default: ``label``, else the 0/1 columns).
+        group_column: The column whose rows belong together (one patient, one lesion) and are kept
+            in one split (default: ``patient_id``, else ``group_id`` when present, else none).
 
     Raises:
-        DataError: Unreadable CSV, no ``path`` or label column, no rows, bad values.
+        DataError: Unreadable CSV, no ``path`` or label column, an unknown ``label_column`` or
+            ``group_column``, no rows, bad values.
     """
     path = Path(path)
     if not path.is_file():
@@ -157,9 +164,17 @@ def read_manifest(path: str | Path) -> FileTable:
         raise DataError(f"{path}: cannot read CSV ({err})") from None
     if "path" not in header:
         raise DataError(f"{path}: manifest needs a 'path' column (found: {', '.join(header)})")
+    for option, column in (("label_column", label_column), ("group_column", group_column)):
+        if column is not None and (column not in header or column in ("path", "split")):
+            raise DataError(f"{path}: {option} '{column}' is not a usable column (columns: {', '.join(header)})")
     if "readable" in header:
         records = [r for r in records if r["readable"].strip().lower() not in ("false", "0", "no")]
-    label_cols = ["label"] if "label" in header else [h for h in header if h not in RESERVED_COLUMNS | METADATA_COLUMNS]
+    if label_column is not None:
+        label_cols = [label_column]
+    elif "label" in header:
+        label_cols = ["label"]
+    else:
+        label_cols = [h for h in header if h not in RESERVED_COLUMNS | METADATA_COLUMNS | {"group_id", group_column}]
     if not label_cols:
         raise DataError(f"{path}: manifest needs a 'label' column or 0/1 label columns besides path/patient_id/split")
     if not records:
@@ -184,7 +199,9 @@ def read_manifest(path: str | Path) -> FileTable:
                     raise DataError(f"{path}: row {i + 2}, column '{c}': multi-label values must be 0, 1 or empty")
                 labels[i, j] = v
         label_names, task = label_cols, "multilabel"
-    groups = np.array([r["patient_id"] for r in records], dtype=object) if "patient_id" in header else None
+    if group_column is None:
+        group_column = next((c for c in ("patient_id", "group_id") if c in header), None)
+    groups = None if group_column is None else np.array([r[group_column] for r in records], dtype=object)
     splits = None
     if "split" in header:
         splits = np.array([r["split"].strip().lower() for r in records], dtype=object)

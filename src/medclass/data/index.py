@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -24,6 +25,9 @@ from tqdm import tqdm
 from medclass.data.dataset import SPLITS
 from medclass.errors import DataError, MedclassError
 from medclass.utils.files import atomic_path
+from medclass.utils.progress import show_progress
+
+log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = (
     "path",
@@ -152,7 +156,7 @@ def index_folder(
             reads headers only (fast, for DICOM).
         max_pixels: Pixel limit per image (decompression bombs).
         workers: Reader threads.
-        progress: Show a progress bar.
+        progress: Show a progress bar (on a terminal only).
 
     Returns:
         Summary: ``rows``, ``readable``, ``unreadable``, ``patients``, ``salt_given``, ``out``.
@@ -170,6 +174,7 @@ def index_folder(
     key, salt_given = resolve_salt(salt)
     files = list(_candidates(root))
     base = out.resolve().parent
+    log.info("indexing %d files under %s", len(files), root)
 
     def work(path: Path) -> dict[str, Any] | None:
         return _index_one(path, decode=decode, max_pixels=max_pixels)
@@ -184,7 +189,7 @@ def index_folder(
         writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         results = pool.map(work, files)
-        if progress:
+        if show_progress(progress):
             results = tqdm(results, total=len(files), desc="indexing", unit="file")
         for path, row in zip(files, results, strict=True):
             if row is None:

@@ -1,6 +1,7 @@
 """A Grad-CAM gallery for the report: the most confident true/false positives and negatives of a split.
 
-Binary tasks give four cells (TP, FP, TN, FN at the operating threshold); multi-class tasks give
+Binary tasks give four cells (TP, FP, TN, FN of the positive class, the checkpoint's
+``positive_index``, at the operating threshold on its probability); multi-class tasks give
 "right" and "wrong" (the most confident of each). Each entry is a small PNG overlay (base64) of
 the model's decision, so a reader sees what the model looked at when it was right and when it
 was wrong. Volumes show their middle slice. Models without a CAM layer get no gallery.
@@ -17,22 +18,25 @@ import torch
 from torch import nn
 
 from medclass.errors import ModelError
+from medclass.metrics.positive import binary_decision, binary_score, positive_index
 
 
-def _cells(labels: np.ndarray, probs: np.ndarray, task: str, threshold: Any) -> dict[str, np.ndarray]:
-    """Row indices of each gallery cell, most confident first."""
+def _cells(
+    labels: np.ndarray, probs: np.ndarray, task: str, threshold: Any, positive: int = 1
+) -> dict[str, np.ndarray]:
+    """Row indices of each gallery cell, most confident first (binary: ``positive`` is the positive class)."""
     known = ~np.isnan(labels)
     y = np.where(known, labels, -1).astype(int)
     if task == "binary":
         t = 0.5 if threshold is None else float(threshold)
-        p = probs[:, 1]
-        pred = (p >= t).astype(int)
-        conf = np.abs(p - t)
+        pred = binary_decision(probs, t, positive)
+        conf = np.abs(binary_score(probs, positive) - t)
+        negative = 1 - positive
         masks = {
-            "true positive": (pred == 1) & (y == 1),
-            "false positive": (pred == 1) & (y == 0),
-            "true negative": (pred == 0) & (y == 0),
-            "false negative": (pred == 0) & (y == 1),
+            "true positive": (pred == positive) & (y == positive),
+            "false positive": (pred == positive) & (y == negative),
+            "true negative": (pred == negative) & (y == negative),
+            "false negative": (pred == negative) & (y == positive),
         }
     else:
         pred, conf = probs.argmax(1), probs.max(1)
@@ -71,18 +75,18 @@ def gallery(
     """
     from medclass.explain.methods import default_targets, saliency
     from medclass.explain.output import overlay
-    from medclass.train.loop import to_input
+    from medclass.inference import to_input
 
     task = meta["task"]
     if task == "multilabel" or len(images) == 0:
         return {}
-    cells = {
-        k: v[:per_cell] for k, v in _cells(np.asarray(labels, dtype=float), probs, task, meta.get("threshold")).items()
-    }
+    pos = positive_index(meta)
+    found = _cells(np.asarray(labels, dtype=float), probs, task, meta.get("threshold"), pos)
+    cells = {k: v[:per_cell] for k, v in found.items()}
     rows = np.concatenate([v for v in cells.values()]).astype(int)
     if rows.size == 0:
         return {}
-    targets = default_targets(probs[rows], task, meta.get("threshold"))
+    targets = default_targets(probs[rows], task, meta.get("threshold"), positive_index=pos)
     try:
         maps = saliency(model, task, to_input(images[rows], meta["preprocessing"]), targets, method)
     except ModelError:

@@ -166,7 +166,7 @@ def saliency(
         model: The network (put in eval mode).
         task: ``binary``, ``multiclass``, ``ordinal`` or ``multilabel``.
         x: Normalised model input ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
-        targets: One class (or label) index per image; for binary, 1 = the positive class.
+        targets: One class (or label) index per image (binary: 0 or 1, the class index, whichever is positive).
         method: One of :data:`METHODS`.
 
     Raises:
@@ -184,12 +184,15 @@ def saliency(
     return _normalise(maps)
 
 
-def default_targets(probs: np.ndarray, task: str, threshold: object = None) -> np.ndarray:
+def default_targets(probs: np.ndarray, task: str, threshold: object = None, *, positive_index: int = 1) -> np.ndarray:
     """The class to explain for each image when none is given: the decision (multi-label: the likeliest label).
 
-    Binary decisions use the operating threshold, so a case called positive is explained as positive.
+    Binary decisions use the operating threshold on P(positive) (the checkpoint's ``positive_index``), so a
+    case called positive is explained as positive.
     """
     if task == "binary":
+        from medclass.metrics.positive import binary_decision
+
         t = 0.5 if threshold is None else float(threshold)  # type: ignore[arg-type]
-        return (probs[:, 1] >= t).astype(int)
+        return binary_decision(probs, t, positive_index)
     return probs.argmax(1)

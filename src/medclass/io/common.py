@@ -1,4 +1,4 @@
-"""What every reader shares: turning third-party exceptions into one-line errors, and frame choice."""
+"""What every reader shares: the one pixel limit, one-line errors for third-party exceptions, frame choice."""
 
 from __future__ import annotations
 
@@ -11,6 +11,27 @@ import numpy as np
 from medclass.errors import ConfigError, InvalidImageError, MedclassError
 
 Frame = int | str | None
+
+#: The largest number of samples (rows x columns x frames x samples per pixel) any reader decodes,
+#: unless a call passes its own ``max_pixels``. Read at call time, so assigning a new value here
+#: reconfigures every reader. 100 M samples are 400 MB as ``float32``.
+MAX_PIXELS = 100_000_000
+
+
+def pixel_limit(max_pixels: int | None) -> int:
+    """The limit to apply: ``max_pixels``, or :data:`MAX_PIXELS` when it is None."""
+    return MAX_PIXELS if max_pixels is None else int(max_pixels)
+
+
+def check_pixels(path: str | Path, count: int, max_pixels: int | None) -> None:
+    """Refuse to decode an image of ``count`` samples when that exceeds the limit.
+
+    Raises:
+        InvalidImageError: ``count`` is larger than :func:`pixel_limit` of ``max_pixels``.
+    """
+    limit = pixel_limit(max_pixels)
+    if count > limit:
+        raise InvalidImageError(f"{path}: image of {count:,} samples exceeds the limit of {limit:,}")
 
 
 def describe(err: BaseException) -> str:

@@ -33,8 +33,7 @@ import numpy as np
 
 from medclass.errors import InvalidImageError
 from medclass.io.codecs import declared_size, fragments, sniff_codec
-from medclass.io.common import Frame, check_frame_arg, frame_index, image_errors
-from medclass.io.images import check_pixels, pixel_limit
+from medclass.io.common import Frame, check_frame_arg, check_pixels, frame_index, image_errors, pixel_limit
 from medclass.io.sniff import detect_format, dicom_offset, element_header
 from medclass.io.types import ImageData
 from medclass.io.window import WINDOW_PRESETS, Window, apply_dicom_window, apply_window, check_window, minmax
@@ -88,7 +87,7 @@ def read_dicom(
         frame: ``None`` for every frame (``(F, H, W[, 3])`` when the file has several), an index
             (negative counts from the end), or ``"middle"``.
         max_pixels: Sample limit (rows x columns x decoded frames x output channels); ``None`` uses
-            :data:`medclass.io.images.MAX_PIXELS`.
+            :data:`medclass.io.common.MAX_PIXELS`.
         header_only: Read the header only (fast; pixel data is not even read): ``array`` is None.
 
     Returns:

@@ -1,4 +1,4 @@
-"""Image files as ``uint8`` arrays for training and display, and the one pixel limit of all readers.
+"""Image files as ``uint8`` arrays for training and display.
 
 :func:`read_image` reads every format :func:`medclass.io.read` knows (PNG, JPEG, TIFF, BMP, DICOM,
 NIfTI, ``.npy``) and turns the result into ``uint8`` with :func:`medclass.io.reader.to_uint8_image`.
@@ -10,30 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medclass.errors import InvalidImageError
 from medclass.io.window import Window
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".nii", ".nii.gz", ".npy")
-#: The largest number of samples (rows x columns x frames x samples per pixel) any reader decodes,
-#: unless a call passes its own ``max_pixels``. Read at call time, so assigning a new value here
-#: reconfigures every reader. 100 M samples are 400 MB as ``float32``.
-MAX_PIXELS = 100_000_000
-
-
-def pixel_limit(max_pixels: int | None) -> int:
-    """The limit to apply: ``max_pixels``, or :data:`MAX_PIXELS` when it is None."""
-    return MAX_PIXELS if max_pixels is None else int(max_pixels)
-
-
-def check_pixels(path: str | Path, count: int, max_pixels: int | None) -> None:
-    """Refuse to decode an image of ``count`` samples when that exceeds the limit.
-
-    Raises:
-        InvalidImageError: ``count`` is larger than :func:`pixel_limit` of ``max_pixels``.
-    """
-    limit = pixel_limit(max_pixels)
-    if count > limit:
-        raise InvalidImageError(f"{path}: image of {count:,} samples exceeds the limit of {limit:,}")
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -87,7 +66,7 @@ def read_image(
             ``"dicom"``, ``"minmax"`` or a ``(center, width)`` pair, as for :func:`medclass.io.read`.
         frame: Frame or slice of a multi-frame file or volume: an index or ``"middle"``; ``None``
             keeps every frame.
-        max_pixels: Sample limit; ``None`` uses :data:`MAX_PIXELS`.
+        max_pixels: Sample limit; ``None`` uses :data:`medclass.io.common.MAX_PIXELS`.
 
     Returns:
         ``(H, W)`` grey or ``(H, W, 3)`` RGB (with ``frame=None``: ``(F, H, W[, 3])`` for volumes).

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from medclass.errors import InvalidImageError
-from medclass.io.common import Frame, check_frame_arg, frame_index, image_errors
-from medclass.io.images import check_pixels
+from medclass.io.common import Frame, check_frame_arg, check_pixels, frame_index, image_errors
 from medclass.io.types import ImageData
 
 _MAX_DATA_OFFSET = 64 << 20  # bytes of header extensions before the voxels, at most
@@ -47,7 +46,7 @@ def read_nifti(
     Args:
         path: ``.nii``, ``.nii.gz`` or ``.hdr`` file (gzip is detected by content).
         frame: ``None`` for the whole volume, a slice index along ``k`` (``D``), or ``"middle"``.
-        max_pixels: Sample limit; ``None`` uses :data:`medclass.io.images.MAX_PIXELS`.
+        max_pixels: Sample limit; ``None`` uses :data:`medclass.io.common.MAX_PIXELS`.
         header_only: Parse the header only; ``array`` is None.
 
     Returns:

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from medclass.errors import InvalidImageError
-from medclass.io.common import Frame, check_frame_arg, frame_index, image_errors
-from medclass.io.images import check_pixels
+from medclass.io.common import Frame, check_frame_arg, check_pixels, frame_index, image_errors
 from medclass.io.types import ImageData
 
 _GREY_MODES = frozenset({"1", "L", "LA", "La"})
@@ -48,7 +47,7 @@ def read_pil(
     Args:
         path: The file.
         frame: ``None`` for every frame of a multi-frame file, an index, or ``"middle"``.
-        max_pixels: Sample limit; ``None`` uses :data:`medclass.io.images.MAX_PIXELS`.
+        max_pixels: Sample limit; ``None`` uses :data:`medclass.io.common.MAX_PIXELS`.
         header_only: Read the header only; ``array`` is None.
         fmt: The format name for ``meta["format"]`` (else Pillow's).
         native: Keep Pillow's dtype (``uint8`` for 8-bit images) instead of ``float32``: a fast path
@@ -111,7 +110,7 @@ def read_npy(
     Args:
         path: The file.
         frame: ``None`` for the whole volume, an index along ``D``, or ``"middle"``.
-        max_pixels: Sample limit; ``None`` uses :data:`medclass.io.images.MAX_PIXELS`.
+        max_pixels: Sample limit; ``None`` uses :data:`medclass.io.common.MAX_PIXELS`.
         header_only: Read the header only; ``array`` is None.
 
     Returns:

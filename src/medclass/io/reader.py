@@ -43,7 +43,7 @@ def read(
             stored values, ``"dicom"`` and ``"minmax"`` scale by min-max and ``"auto"`` does nothing.
             Windowing applies to grey images only; windowed values are on 0..1.
         frame: ``None`` for every frame/slice, an index, or ``"middle"``.
-        max_pixels: Sample limit; ``None`` uses :data:`medclass.io.images.MAX_PIXELS`.
+        max_pixels: Sample limit; ``None`` uses :data:`medclass.io.common.MAX_PIXELS`.
         header_only: Read metadata only (``array`` is None); for DICOM the pixel data is not read.
 
     Returns:

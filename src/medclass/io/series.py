@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from medclass.errors import InvalidImageError
+from medclass.io.common import check_pixels
 from medclass.io.dicom import Decoded, decode, finish
-from medclass.io.images import check_pixels
 from medclass.io.sniff import detect_format
 from medclass.io.types import ImageData
 from medclass.io.window import Window, check_window
@@ -89,7 +89,7 @@ def read_series(
     Args:
         folder_or_paths: A folder (every DICOM file directly in it, judged by content) or the files.
         window: As for :func:`medclass.io.dicom.read_dicom`, applied to the whole volume.
-        max_pixels: Sample limit for the whole volume; ``None`` uses :data:`medclass.io.images.MAX_PIXELS`.
+        max_pixels: Sample limit for the whole volume; ``None`` uses :data:`medclass.io.common.MAX_PIXELS`.
 
     Returns:
         ``float32`` volume ``(D, H, W)`` (``(D, H, W, 3)`` for colour) with the middle slice's metadata,

@@ -10,6 +10,7 @@ Modules:
     classification: binary building blocks (ROC/PR curves, AUCs, confusion matrix, rates, kappa).
     medmnist: ``auc`` and ``acc`` exactly as MedMNIST's evaluator defines them.
     operating_point: threshold selection (Youden, target sensitivity) and label prediction.
+    positive: a binary task's positive class (the finding, not always class 1) and the triage key.
     bootstrap: percentile and patient-level (cluster) bootstrap confidence intervals.
     report: ``evaluate_predictions`` (the per-split dict of ``metrics.json``), ``curves``,
         ``choose_threshold``.
@@ -17,14 +18,9 @@ Modules:
 
 from __future__ import annotations
 
-
-class UndefinedMetricWarning(UserWarning):
-    """A metric is undefined for the given data (e.g. one class only); its value is NaN."""
-
-
-# The submodules import UndefinedMetricWarning from here, so these imports follow its definition.
-from medclass.metrics.bootstrap import bootstrap_ci, percentile_interval, resample_weights  # noqa: E402
-from medclass.metrics.classification import (  # noqa: E402
+from medclass.errors import UndefinedMetricWarning
+from medclass.metrics.bootstrap import bootstrap_ci, percentile_interval, resample_weights
+from medclass.metrics.classification import (
     TASKS,
     accuracy,
     average_precision,
@@ -38,9 +34,9 @@ from medclass.metrics.classification import (  # noqa: E402
     roc_auc,
     roc_curve,
 )
-from medclass.metrics.medmnist import acc, auc  # noqa: E402
-from medclass.metrics.operating_point import predict_labels, threshold_for_sensitivity, youden_threshold  # noqa: E402
-from medclass.metrics.report import choose_threshold, curves, evaluate_predictions  # noqa: E402
+from medclass.metrics.medmnist import acc, auc
+from medclass.metrics.operating_point import predict_labels, threshold_for_sensitivity, youden_threshold
+from medclass.metrics.report import choose_threshold, curves, evaluate_predictions
 
 __all__ = [
     "TASKS",

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from medclass.metrics import UndefinedMetricWarning
+from medclass.errors import UndefinedMetricWarning
 from medclass.metrics.classification import _as_1d, accuracy, roc_auc
 
 # Largest chunk of the (B, N) weight matrix held at once (float64: 32 MB).

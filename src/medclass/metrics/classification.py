@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from medclass.metrics import UndefinedMetricWarning
+from medclass.errors import UndefinedMetricWarning
 
 TASKS: tuple[str, ...] = ("binary", "multiclass", "multilabel", "ordinal")
 

@@ -7,7 +7,8 @@ published baselines:
   column k; multilabel: mean over labels of the AUC of column l.
 * ACC. binary: accuracy of ``score[:, 1] > threshold`` (strictly greater, as MedMNIST);
   multiclass/ordinal: accuracy of ``argmax``; multilabel: mean over labels of the accuracy of
-  ``score[:, l] > threshold``.
+  ``score[:, l] > threshold``. A binary ``acc`` at an operating threshold on P(positive) of a task
+  whose positive class is 0 (BreastMNIST) takes ``positive_index=0``; the benchmark figure keeps 1.
 
 Unlike MedMNIST (which fails), unknown labels (NaN) are dropped per label, and classes or labels
 whose AUC/ACC is undefined are left out of the mean with an
@@ -21,8 +22,9 @@ import warnings
 import numpy as np
 from numpy.typing import ArrayLike
 
-from medclass.metrics import UndefinedMetricWarning
+from medclass.errors import UndefinedMetricWarning
 from medclass.metrics.classification import check_task_inputs, roc_auc
+from medclass.metrics.positive import binary_decision
 
 _NAN = float("nan")
 
@@ -75,7 +77,7 @@ def auc(y_true: ArrayLike, y_score: ArrayLike, task: str) -> float:
     return _mean_defined(per_column, f"auc ({task})")
 
 
-def acc(y_true: ArrayLike, y_score: ArrayLike, task: str, threshold: float = 0.5) -> float:
+def acc(y_true: ArrayLike, y_score: ArrayLike, task: str, threshold: float = 0.5, *, positive_index: int = 1) -> float:
     """MedMNIST's ACC.
 
     Args:
@@ -83,6 +85,8 @@ def acc(y_true: ArrayLike, y_score: ArrayLike, task: str, threshold: float = 0.5
         y_score: Probabilities, shape (N, K) (binary K = 2, column 1 the positive class).
         task: ``"binary"``, ``"multiclass"``, ``"ordinal"`` or ``"multilabel"``.
         threshold: Binary/multilabel decision threshold; a score strictly above it is positive.
+        positive_index: Binary: the column ``threshold`` applies to. MedMNIST's ACC is the default, 1;
+            an operating threshold on P(positive) of a task whose positive class is 0 needs 0.
 
     Returns:
         The accuracy, a float in [0, 1] or NaN.
@@ -100,7 +104,7 @@ def acc(y_true: ArrayLike, y_score: ArrayLike, task: str, threshold: float = 0.5
         warnings.warn(f"acc ({task}): no sample with a known label", UndefinedMetricWarning, stacklevel=2)
         return _NAN
     if task == "binary":
-        predicted = (score[known, 1] > threshold).astype(np.float64)
+        predicted = binary_decision(score[known], threshold, positive_index, inclusive=False).astype(np.float64)
     else:
         predicted = np.argmax(score[known], axis=1).astype(np.float64)
     return float(np.mean(predicted == labels[known]))

@@ -12,8 +12,9 @@ import warnings
 import numpy as np
 from numpy.typing import ArrayLike
 
-from medclass.metrics import UndefinedMetricWarning
+from medclass.errors import UndefinedMetricWarning
 from medclass.metrics.classification import TASKS, roc_curve
+from medclass.metrics.positive import binary_score
 
 _NAN = float("nan")
 
@@ -76,17 +77,23 @@ def threshold_for_sensitivity(y_true: ArrayLike, y_score: ArrayLike, target: flo
 
 
 def predict_labels(
-    y_score: ArrayLike, task: str, threshold: float | ArrayLike = 0.5, *, inclusive: bool = True
+    y_score: ArrayLike,
+    task: str,
+    threshold: float | ArrayLike = 0.5,
+    *,
+    inclusive: bool = True,
+    positive_index: int = 1,
 ) -> np.ndarray:
     """Hard predictions from probabilities.
 
     Args:
         y_score: Probabilities, shape (N, K); binary also accepts P(positive) of shape (N,).
         task: One of ``"binary"``, ``"multiclass"``, ``"ordinal"``, ``"multilabel"``.
-        threshold: binary: a float applied to column 1; multilabel: a float or one per label,
-            shape (L,); ignored for multiclass/ordinal (argmax).
+        threshold: binary: a float applied to P(positive) (column ``positive_index``); multilabel: a
+            float or one per label, shape (L,); ignored for multiclass/ordinal (argmax).
         inclusive: Positive when ``score >= threshold`` (default); False gives ``score > threshold``
             (MedMNIST's rule for its ACC).
+        positive_index: Binary: the positive class (see :mod:`medclass.metrics.positive`).
 
     Returns:
         int64 array: shape (N,) of class indices for binary/multiclass/ordinal, (N, L) of 0/1 for
@@ -99,8 +106,8 @@ def predict_labels(
     if task == "binary":
         if score.ndim not in (1, 2) or (score.ndim == 2 and score.shape[1] != 2):
             raise ValueError(f"binary y_score must have shape (N, 2) or (N,), got {score.shape}")
-        positive = score if score.ndim == 1 else score[:, 1]
-        return compare(positive, float(threshold)).astype(np.int64)
+        positive = binary_score(score, positive_index)
+        return np.where(compare(positive, float(threshold)), positive_index, 1 - positive_index).astype(np.int64)
     if score.ndim != 2:
         raise ValueError(f"y_score must have shape (N, K), got {score.shape}")
     if task == "multilabel":

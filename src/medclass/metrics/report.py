@@ -7,6 +7,12 @@ with ``acc``. The ``operating_point`` uses ``score >= operating_threshold``, the
 :mod:`medclass.metrics.operating_point` whose thresholds are scores that occur in the data. The two
 rules differ only for scores exactly equal to the threshold.
 
+Binary tasks have a positive class (``positive_index``, see :mod:`medclass.metrics.positive`): the
+thresholds apply to its probability, and ``threshold_0.5``, ``operating_point``, the curves and the
+chosen threshold are about it. ``auc`` and ``acc`` keep MedMNIST's column-1 definitions (the AUC is
+the same either way; ``acc`` differs from the decisions of a positive class 0 only for a score of
+exactly 0.5). The confusion matrix and ``per_class`` are in class order whichever class is positive.
+
 Confidence intervals are 95% percentile bootstrap intervals, all computed from the same resamples
 (by patient when ``groups`` is given).
 """
@@ -34,6 +40,7 @@ from medclass.metrics.classification import (
 )
 from medclass.metrics.medmnist import acc, auc, one_vs_rest_targets
 from medclass.metrics.operating_point import predict_labels, threshold_for_sensitivity, youden_threshold
+from medclass.metrics.positive import binary_score, binary_truth
 
 _NAN = float("nan")
 _CI_RATES = ("sensitivity", "specificity", "f1")
@@ -53,18 +60,21 @@ def _nanmean(values: np.ndarray, axis: int | None = None) -> Any:
         return np.nanmean(values, axis=axis)
 
 
-def _binary_problems(labels: np.ndarray, score: np.ndarray, task: str, threshold: float) -> tuple[np.ndarray, ...]:
+def _binary_problems(
+    labels: np.ndarray, score: np.ndarray, task: str, threshold: float, positive_index: int = 1
+) -> tuple[np.ndarray, ...]:
     """One binary problem per class (one-vs-rest) or label.
 
     Returns:
         ``(targets, scores, predicted)``, each of shape (N, C): 0/1 targets with NaN for unknown
         labels, the score of each class, and the 0/1 prediction at ``threshold`` (strictly above;
-        argmax for multiclass/ordinal). Binary tasks give C = 2 (negative and positive class).
+        argmax for multiclass/ordinal). Binary tasks give C = 2 (class 0 and class 1), the
+        prediction being the positive class when P(positive) is above ``threshold``.
     """
     if task == "binary":
-        positive = predict_labels(score, "binary", threshold, inclusive=False)
+        second = predict_labels(score, "binary", threshold, inclusive=False, positive_index=positive_index)
         targets = np.stack([1.0 - labels, labels], axis=1)
-        return targets, score, np.stack([1 - positive, positive], axis=1)
+        return targets, score, np.stack([1 - second, second], axis=1)
     if task == "multilabel":
         return labels, score, predict_labels(score, "multilabel", threshold, inclusive=False)
     num_classes = score.shape[1]
@@ -145,12 +155,18 @@ def _point_rates(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
 
 
 def _operating_point(
-    labels: np.ndarray, score: np.ndarray, task: str, threshold: float | Sequence[float], names: list[str]
+    labels: np.ndarray,
+    score: np.ndarray,
+    task: str,
+    threshold: float | Sequence[float],
+    names: list[str],
+    positive_index: int = 1,
 ) -> dict[str, Any]:
-    """Rates at an operating threshold (``score >= threshold``), binary or multilabel."""
+    """Rates at an operating threshold (``score >= threshold``), binary (of the positive class) or multilabel."""
     if task == "binary":
-        predicted = predict_labels(score, "binary", float(threshold))
-        cells = _cell_indicators(labels[:, None], predicted[:, None]).sum(axis=1)[:, 0]
+        truth = binary_truth(labels, positive_index)
+        predicted = (binary_score(score, positive_index) >= float(threshold)).astype(np.int64)
+        cells = _cell_indicators(truth[:, None], predicted[:, None]).sum(axis=1)[:, 0]
         return {"threshold": float(threshold), **_point_rates(*(int(c) for c in cells))}
     limits = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (score.shape[1],))
     cells = _cell_indicators(labels, predict_labels(score, "multilabel", limits)).sum(axis=1)  # (4, L)
@@ -177,6 +193,7 @@ def evaluate_predictions(
     groups: ArrayLike | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    positive_index: int = 1,
 ) -> dict[str, Any]:
     """All metrics of one split, as the JSON-ready dict stored in ``metrics.json``.
 
@@ -187,19 +204,21 @@ def evaluate_predictions(
     [[tn, fp], [fn, tp]]), ``per_class`` (one dict per class or label: name, support (positives),
     sensitivity, specificity, ppv, npv, f1, auc_roc, auc_pr and ``*_ci`` for sensitivity,
     specificity, f1, auc_roc), ``threshold_0.5`` (binary: the positive class at 0.5, with acc),
-    and ``operating_point`` when ``operating_threshold`` is given (binary: a float; multilabel:
-    a float or one per label, then values are means over labels and ``per_label`` has the rest).
+    and ``operating_point`` when ``operating_threshold`` is given (binary: a float on P(positive), the
+    rates those of the positive class; multilabel: a float or one per label, then values are means over
+    labels and ``per_label`` has the rest).
 
     Args:
         y_true: Class indices, shape (N,), or multilabel 0/1, shape (N, L); NaN = unknown.
         y_score: Probabilities, shape (N, K).
         task: ``"binary"``, ``"multiclass"``, ``"ordinal"`` or ``"multilabel"``.
-        label_names: Name of each class (K names; binary: negative then positive) or label.
+        label_names: Name of each class (K names, by class index) or label.
         threshold: Binary/multilabel threshold of ``acc`` and of the threshold-based metrics.
         operating_threshold: Optional threshold chosen on validation data (binary/multilabel).
         groups: Optional patient ID per row, shape (N,); intervals then resample patients.
         n_bootstrap: Number of bootstrap resamples; 0 skips them (intervals are [nan, nan]).
         seed: Seed of the bootstrap.
+        positive_index: Binary: the positive class (the finding), 0 or 1.
 
     Returns:
         Dict of plain Python floats, ints and lists (NaN stays ``float('nan')``).
@@ -209,7 +228,7 @@ def evaluate_predictions(
     names = _check_names(label_names, num_classes)
     if operating_threshold is not None and task not in ("binary", "multilabel"):
         raise ValueError(f"operating_threshold applies to binary and multilabel tasks, not {task!r}")
-    targets, scores, predicted = _binary_problems(labels, score, task, threshold)
+    targets, scores, predicted = _binary_problems(labels, score, task, threshold, positive_index)
     cells = _cell_indicators(targets, predicted)  # (4, N, C)
     counts = cells.sum(axis=1).astype(np.int64)  # (4, C)
 
@@ -259,12 +278,13 @@ def evaluate_predictions(
     result["per_class"] = per_class
 
     if task == "binary":
-        at_half = predict_labels(score, "binary", 0.5, inclusive=False)
-        half_cells = _cell_indicators(labels[:, None], at_half[:, None]).sum(axis=1)[:, 0]
+        at_half = (binary_score(score, positive_index) > 0.5).astype(np.int64)
+        truth = binary_truth(labels, positive_index)
+        half_cells = _cell_indicators(truth[:, None], at_half[:, None]).sum(axis=1)[:, 0]
         rates = _point_rates(*(int(c) for c in half_cells))
         result["threshold_0.5"] = {key: rates[key] for key in ("sensitivity", "specificity", "ppv", "npv", "f1", "acc")}
     if operating_threshold is not None:
-        result["operating_point"] = _operating_point(labels, score, task, operating_threshold, names)
+        result["operating_point"] = _operating_point(labels, score, task, operating_threshold, names, positive_index)
     return result
 
 
@@ -276,19 +296,26 @@ def _downsample(count: int, max_points: int) -> np.ndarray:
 
 
 def curves(
-    y_true: ArrayLike, y_score: ArrayLike, *, task: str, label_names: Sequence[str], max_points: int = 200
+    y_true: ArrayLike,
+    y_score: ArrayLike,
+    *,
+    task: str,
+    label_names: Sequence[str],
+    max_points: int = 200,
+    positive_index: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """ROC and precision-recall curve points per class, for plotting.
 
-    Binary tasks give one entry, the positive class (column 1); multiclass/ordinal one-vs-rest
-    curves of every class; multilabel one per label.
+    Binary tasks give one entry, the positive class (column ``positive_index``); multiclass/ordinal
+    one-vs-rest curves of every class; multilabel one per label.
 
     Args:
         y_true: Class indices, shape (N,), or multilabel 0/1, shape (N, L); NaN = unknown.
         y_score: Probabilities, shape (N, K).
         task: ``"binary"``, ``"multiclass"``, ``"ordinal"`` or ``"multilabel"``.
-        label_names: Name of each class or label (binary: negative then positive).
+        label_names: Name of each class or label, by index.
         max_points: Most points kept per curve (evenly spread along it, ends included).
+        positive_index: Binary: the positive class.
 
     Returns:
         ``{name: {"roc": {"fpr": [...], "tpr": [...]}, "pr": {"recall": [...], "precision": [...]},
@@ -305,7 +332,7 @@ def curves(
         targets = np.stack([1.0 - labels, labels], axis=1)
     else:
         targets = one_vs_rest_targets(labels, score.shape[1])
-    columns = [1] if task == "binary" else range(score.shape[1])
+    columns = [positive_index] if task == "binary" else range(score.shape[1])
     result: dict[str, dict[str, Any]] = {}
     for k in columns:
         fpr, tpr, _ = roc_curve(targets[:, k], score[:, k])
@@ -328,8 +355,11 @@ def choose_threshold(
     task: str,
     method: str = "youden",
     target_sensitivity: float | None = None,
+    positive_index: int = 1,
 ) -> float | list[float] | None:
     """Picks an operating threshold (for ``score >= threshold``) on validation predictions.
+
+    A binary threshold applies to P(positive) and a target sensitivity is that of the positive class.
 
     Args:
         y_true: Class indices, shape (N,), or multilabel 0/1, shape (N, L); NaN = unknown.
@@ -338,6 +368,7 @@ def choose_threshold(
         method: ``"youden"`` (maximise sensitivity + specificity - 1) or ``"sensitivity"`` (highest
             threshold reaching ``target_sensitivity``).
         target_sensitivity: Wanted sensitivity in [0, 1], for ``method="sensitivity"``.
+        positive_index: Binary: the positive class, 0 or 1.
 
     Returns:
         A float for binary, one float per label for multilabel (NaN, with a warning, where
@@ -357,5 +388,5 @@ def choose_threshold(
         return threshold_for_sensitivity(target, column, float(target_sensitivity))
 
     if task == "binary":
-        return pick(labels, score[:, 1])
+        return pick(binary_truth(labels, positive_index), binary_score(score, positive_index))
     return [pick(labels[:, k], score[:, k]) for k in range(score.shape[1])]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from html import escape
@@ -21,6 +19,7 @@ from typing import Any
 
 from medclass import __version__
 from medclass.report.svg import confusion_svg, line_chart
+from medclass.utils.files import write_text
 
 __all__ = ["fmt", "fmt_ci", "render_report", "write_report"]
 
@@ -177,6 +176,7 @@ def _header(title: str, metrics: Mapping[str, Any], generated: str) -> str:
         f"Dataset: {metrics.get('dataset', DASH)}",
         f"Task: {metrics.get('task', DASH)}",
         f"{len(labels)} {'labels' if metrics.get('task') == 'multilabel' else 'classes'}" if labels else "",
+        f"Positive class: {metrics['positive_class']}" if metrics.get("positive_class") is not None else "",
         f"Generated {generated}",
     ]
     meta = "".join(f"<span>{_e(i)}</span>" for i in items if i)
@@ -205,6 +205,9 @@ def _summary(metrics: Mapping[str, Any]) -> str:
     op = s.get("operating_point")
     if isinstance(op, Mapping):
         sub = f"sens {fmt(op.get('sensitivity'))} \u00b7 spec {fmt(op.get('specificity'))}"
+        positive = metrics.get("positive_class")
+        if positive is not None:  # binary: the rates are those of this class, the threshold is on its probability
+            sub += f" \u00b7 positive: {positive}"
         cards.append(_card("Operating point", f"t = {fmt(op.get('threshold'))}", sub))
     heading = f"Summary \u2014 {_split_title(name).lower()} split (n = {fmt(s.get('n'))})"
     return f'<section><h2>{_e(heading)}</h2><div class="cards">{"".join(cards)}</div></section>'
@@ -331,6 +334,17 @@ def _points_table(s: Mapping[str, Any]) -> str:
     return "<h3>Decision thresholds</h3>" + _table(["Threshold"] + [h for _, h in _POINT_COLUMNS], rows)
 
 
+def _positive_note(metrics: Mapping[str, Any]) -> str:
+    """Which class the binary thresholds and rates are about (empty for other tasks)."""
+    positive = metrics.get("positive_class")
+    if positive is None:
+        return ""
+    return (
+        f'<p class="muted">Positive class: {_e(positive)}. Thresholds apply to its probability; sensitivity is '
+        f"its recall and specificity that of the other class.</p>"
+    )
+
+
 def _split_section(name: str, s: Mapping[str, Any], metrics: Mapping[str, Any], curves: Mapping[str, Any]) -> str:
     task = str(metrics.get("task", ""))
     labels = [str(x) for x in metrics.get("label_names") or []]
@@ -385,9 +399,12 @@ def _split_section(name: str, s: Mapping[str, Any], metrics: Mapping[str, Any], 
         figs.append(f"<figure>{svg}</figure>")
     figs_html = f'<div class="figs">{"".join(figs)}</div>' if figs else ""
     gallery = _gallery(split_curves.get("gallery") if isinstance(split_curves, Mapping) else None)
+    points = _points_table(s)
+    if points:
+        points += _positive_note(metrics)
     return (
         f"<section><h2>{_e(_split_title(name))} split</h2>"
-        f'<div class="meta">{meta}</div>{figs_html}{_points_table(s)}{_class_table(per_class)}{gallery}</section>'
+        f'<div class="meta">{meta}</div>{figs_html}{points}{_class_table(per_class)}{gallery}</section>'
     )
 
 
@@ -534,7 +551,7 @@ def render_report(
 
 
 def write_report(path: str | Path, **kwargs: Any) -> Path:
-    """Renders a report and writes it atomically (temporary file in the same folder, then ``os.replace``).
+    """Renders a report and writes it atomically (:func:`medclass.utils.files.write_text`).
 
     Args:
         path: Destination file; its folder is created when missing.
@@ -543,18 +560,4 @@ def write_report(path: str | Path, **kwargs: Any) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
-    text = render_report(**kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, render_report(**kwargs))  # mode 0o666 less the umask: a report is meant to be shared

@@ -2,12 +2,19 @@
 
 Endpoints: ``POST /v1/predict`` and ``POST /v1/explain`` (multipart upload in field ``file``: an
 image or DICOM file), ``GET /v1/model`` (model card), ``GET /healthz``, ``GET /metrics``
-(Prometheus text) and ``GET /`` (the web page). With a token configured, every endpoint but
-``/healthz`` and the page (which holds no data and asks for the token) needs ``Authorization: Bearer
-<token>`` (compared in constant time). Uploads larger
+(Prometheus text) and ``GET /`` (the web page). Each prediction carries ``urgency``, the triage
+key the page sorts a worklist by (:func:`medclass.metrics.positive.urgency`: P(positive class) for a
+binary model, else the summed probability of the model card's ``triage`` classes). With a token
+configured, every endpoint but ``/healthz`` and the page (which holds no data and asks for the
+token) needs ``Authorization: Bearer <token>`` (compared in constant time). Uploads larger
 than the limit get 413, unreadable ones 400 with the reason; requests waiting longer than the
 timeout get 503. Concurrent predictions are gathered into micro-batches. Logs are one JSON object
 per request (path, status, milliseconds, request id) and never contain file names or contents.
+
+Decoding uploads, predicting and explaining run in worker threads, never on the event loop, so
+``/healthz`` and other requests are answered while a slow explanation runs; predictions and
+explanations take turns on the model (Grad-CAM hooks its layers). The model card names the
+training data by name and content hash only, never by a file-system path.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import hmac
 import json
 import logging
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import File, Request, UploadFile  # module level: FastAPI resolves the endpoints' annotations here
+from starlette.concurrency import run_in_threadpool
 
 from medclass.errors import MedclassError
 
@@ -111,9 +120,10 @@ class Metrics:
 
 
 def model_card(predictor: Any, run_dir: Path | None) -> dict[str, Any]:
-    """What ``GET /v1/model`` returns: data, task, labels, metrics with CIs, thresholds, intended use."""
+    """What ``GET /v1/model`` returns: data, task, labels, metrics with CIs, thresholds, intended use, triage key."""
     from medclass import __version__
-    from medclass.train.ensemble import member_architectures
+    from medclass.metrics.positive import positive_index, triage_spec
+    from medclass.models.build import member_architectures
 
     meta = predictor.meta
     card: dict[str, Any] = {
@@ -122,7 +132,9 @@ def model_card(predictor: Any, run_dir: Path | None) -> dict[str, Any]:
         "medclass_version": __version__,
         "task": meta["task"],
         "labels": meta["label_names"],
-        "training_data": meta.get("dataset"),
+        **({"positive_class": meta["label_names"][positive_index(meta)]} if meta["task"] == "binary" else {}),
+        "triage": triage_spec(meta),
+        "training_data": training_data(meta.get("dataset")),
         "input": {"shape": meta["preprocessing"]["input_shape"], "colour": meta["preprocessing"]["colour"]},
         "operating_threshold": meta.get("threshold"),
         "calibration": meta.get("calibration"),
@@ -135,6 +147,17 @@ def model_card(predictor: Any, run_dir: Path | None) -> dict[str, Any]:
         test = json.loads(metrics_file.read_text()).get("splits", {}).get("test", {})
         card["test_metrics"] = {k: test.get(k) for k in ("n", "auc", "auc_ci", "acc", "acc_ci") if k in test}
     return card
+
+
+def training_data(dataset: Any) -> dict[str, Any] | None:
+    """The card's ``training_data``: the data's name and content hash (``md5`` or ``sha256``), nothing else.
+
+    Checkpoints written before data were named by hash also hold ``source``, the path the data were
+    read from; it is left out, as is anything else a checkpoint may add there.
+    """
+    if not isinstance(dataset, dict):
+        return None
+    return {k: dataset[k] for k in ("name", "md5", "sha256") if dataset.get(k)}
 
 
 def create_app(
@@ -150,11 +173,18 @@ def create_app(
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
+    from medclass.metrics.positive import positive_index, urgency
     from medclass.serve.page import PAGE
 
     app = FastAPI(title="medclass", docs_url=None, redoc_url=None)
     metrics = Metrics()
-    batcher = MicroBatcher(predictor.probs, max_batch=max_batch)
+    model_lock = threading.Lock()  # Grad-CAM hooks the model's layers: no prediction may run through it meanwhile
+
+    def locked_probs(images: Any) -> Any:
+        with model_lock:
+            return predictor.probs(images)
+
+    batcher = MicroBatcher(locked_probs, max_batch=max_batch)
     card = model_card(predictor, Path(run_dir) if run_dir else None)
     limit = int(max_upload_mb * 1024 * 1024)
 
@@ -184,12 +214,12 @@ def create_app(
                              "ms": round(1000 * seconds, 2), "request_id": rid}))  # fmt: skip
         return response
 
-    async def read_upload(file: UploadFile) -> Any:
-        """The upload as the model's ``uint8`` stack (400/413 as ``MedclassError`` subclasses' messages)."""
-        data = await file.read(limit + 1)
-        if len(data) > limit:
-            raise _HTTPProblem(413, f"upload larger than {max_upload_mb:g} MB")
-        suffix = Path(file.filename or "").suffix.lower()[:10]
+    def decode_upload(data: bytes, suffix: str) -> Any:
+        """Uploaded bytes as the model's ``uint8`` stack ``(N, C, ...)``.
+
+        Blocking (file I/O, DICOM or image decoding), so it runs in a worker thread. Unreadable data
+        give 400 with the reader's reason, the temporary path replaced by ``upload``.
+        """
         with tempfile.TemporaryDirectory(prefix="medclass-upload-") as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
@@ -198,6 +228,40 @@ def create_app(
             except MedclassError as err:
                 raise _HTTPProblem(400, str(err).replace(str(path), "upload")) from None
         return images
+
+    async def read_upload(file: UploadFile) -> Any:
+        """The upload as the model's ``uint8`` stack (400/413 as ``MedclassError`` subclasses' messages)."""
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise _HTTPProblem(413, f"upload larger than {max_upload_mb:g} MB")
+        suffix = Path(file.filename or "").suffix.lower()[:10]
+        return await run_in_threadpool(decode_upload, data, suffix)
+
+    def explanation_png(images: Any, target: Any) -> bytes:
+        """Grad-CAM of ``images[0]`` (``uint8`` ``(1, C, ...)``) for class ``target``, as PNG bytes of an overlay.
+
+        A volume shows its middle slice. Blocking (seconds on a CPU), so it runs in a worker thread,
+        holding the model so that no prediction passes through Grad-CAM's hooks.
+        """
+        import io
+
+        from PIL import Image
+
+        from medclass.explain.methods import saliency
+        from medclass.explain.output import overlay
+        from medclass.inference import to_input
+
+        try:
+            with model_lock:
+                heat = saliency(predictor.model, predictor.task, to_input(images, predictor.prep), target, "gradcam")[0]
+        except MedclassError as err:
+            raise _HTTPProblem(422, str(err)) from None
+        image = images[0].numpy()
+        if heat.ndim == 3:
+            image, heat = image[:, heat.shape[0] // 2], heat[heat.shape[0] // 2]
+        buf = io.BytesIO()
+        Image.fromarray(overlay(image, heat)).save(buf, format="PNG")
+        return buf.getvalue()
 
     @app.exception_handler(_HTTPProblem)
     async def problem(request: Request, exc: _HTTPProblem) -> Any:
@@ -214,11 +278,13 @@ def create_app(
         probs = await batcher.submit(images)
         metrics.images += len(images)
         labels = predictor.decide(probs)
+        urgent = urgency(probs, predictor.meta)
         sets, refer = predictor.referral(probs)
         names = predictor.label_names
         results = []
         for i in range(len(probs)):
             item: dict[str, Any] = {"probabilities": dict(zip(names, map(float, probs[i]), strict=True))}
+            item["urgency"] = float(urgent[i])
             if predictor.task == "multilabel":
                 item["decision"] = [n for n, v in zip(names, labels[i], strict=True) if v]
             else:
@@ -234,27 +300,13 @@ def create_app(
 
     @app.post("/v1/explain")
     async def explain(file: UploadFile = File(...)) -> Any:  # noqa: B008
-        from medclass.explain.methods import default_targets, saliency
-        from medclass.explain.output import overlay
-        from medclass.train.loop import to_input
+        from medclass.explain.methods import default_targets
 
         images = (await read_upload(file))[:1]
         probs = await batcher.submit(images)
-        target = default_targets(probs, predictor.task, predictor.threshold)
-        try:
-            heat = saliency(predictor.model, predictor.task, to_input(images, predictor.prep), target, "gradcam")[0]
-        except MedclassError as err:
-            raise _HTTPProblem(422, str(err)) from None
-        image = images[0].numpy()
-        if heat.ndim == 3:
-            image, heat = image[:, heat.shape[0] // 2], heat[heat.shape[0] // 2]
-        import io
-
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(overlay(image, heat)).save(buf, format="PNG")
-        return Response(buf.getvalue(), media_type="image/png")
+        pos = positive_index(predictor.meta)
+        target = default_targets(probs, predictor.task, predictor.threshold, positive_index=pos)
+        return Response(await run_in_threadpool(explanation_png, images, target), media_type="image/png")
 
     @app.get("/v1/model")
     async def model() -> Any:

@@ -1,4 +1,9 @@
-"""The web page served at ``/``: drop an image or DICOM file, or many, and read the results or a triage list."""
+"""The web page served at ``/``: drop an image or DICOM file, or many, and read the results or a triage list.
+
+The triage list puts the most urgent case first by each prediction's ``urgency`` (the service's ranking
+key: P(positive class) for a binary model, else the summed probability of the model card's
+``triage.classes``), and its column header names those classes.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ async function predict(file) {
   if (!r.ok) throw new Error(body.error || r.status);
   return body;
 }
-function urgentLabel() { return card ? card.labels[card.labels.length - 1] : null; }
+function urgentLabel() { return card && card.triage ? card.triage.classes.join(" + ") : "urgent"; }
 async function showOne(file) {
   const out = $("single"); out.innerHTML = "";
   try {
@@ -59,7 +64,7 @@ async function triage(files) {
   $("single").innerHTML = ""; const label = urgentLabel(); $("urgent").textContent = "p(" + label + ")";
   const rows = [];
   for (const f of files) {
-    try { const r = await predict(f); rows.push([f.name, r.probabilities[label], r.decision, r.refer]); }
+    try { const r = await predict(f); rows.push([f.name, r.urgency, r.decision, r.refer]); }
     catch (e) { rows.push([f.name, -1, "error: " + e.message, false]); }
   }
   rows.sort((a, b) => b[1] - a[1]);

@@ -1,7 +1,7 @@
 """Histogram equalisation and CLAHE on batches of ``uint8`` images, 2D and 3D (slice by slice).
 
 Both work on whole batches at once: one ``bincount`` builds every histogram of the batch. As
-preprocessing (``data.equalize``) they run inside :func:`medclass.train.loop.to_input`, so training,
+preprocessing (``data.equalize``) they run inside :func:`medclass.training.loop.to_input`, so training,
 evaluation and prediction see the same pixels; as augmentation (``augment.equalize``) a random
 share of training images gets CLAHE.
 

@@ -42,8 +42,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
     import uvicorn
 
     from medclass.errors import MedclassError
@@ -60,16 +58,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise MedclassError(f"{args.token_file}: the token file is empty")
     predictor = Predictor.from_checkpoint(args.checkpoint, engine=args.engine)
     app = create_app(predictor, run_dir=args.checkpoint, token=token, max_upload_mb=args.max_upload_mb)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
-def add_deploy_commands(sub: Any) -> None:
+def add_deploy_commands(sub: Any, parents: list[argparse.ArgumentParser], formatter: type) -> None:
     """Add ``export`` and ``serve`` to the ``medclass`` subcommand parser."""
-    ex = sub.add_parser("export", help="export a run to ONNX (optionally int8 or bf16), checked against PyTorch")
+    kw: dict[str, Any] = {"parents": parents, "formatter_class": formatter}
+    ex = sub.add_parser("export", help="export a run to ONNX (optionally int8 or bf16), checked against PyTorch", **kw)
     ex.add_argument("--checkpoint", required=True, help="run folder")
-    ex.add_argument("--format", default="onnx", choices=["onnx"])
+    ex.add_argument("--format", default="onnx", choices=["onnx"], help="file format")
     ex.add_argument(
         "--quantize",
         default="none",
@@ -80,11 +78,11 @@ def add_deploy_commands(sub: Any) -> None:
     ex.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.<int8|bf16>.onnx)")
     ex.set_defaults(func=cmd_export)
 
-    sv = sub.add_parser("serve", help="a REST service and web page for a run (FastAPI)")
+    sv = sub.add_parser("serve", help="a REST service and web page for a run (FastAPI)", **kw)
     sv.add_argument("--checkpoint", required=True, help="run folder")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     sv.add_argument("--token-file", help="file holding the bearer token clients must send")
-    sv.add_argument("--max-upload-mb", type=float, default=50.0)
-    sv.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"])
+    sv.add_argument("--max-upload-mb", type=float, default=50.0, help="largest request body accepted, in MB")
+    sv.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"], help="inference engine")
     sv.set_defaults(func=cmd_serve)

@@ -11,9 +11,9 @@ from medclass.config import RunConfig
 from medclass.data.dataset import Split
 from medclass.errors import ConfigError, ModelError
 from medclass.models import create_model
-from medclass.train.loop import init_weights, train_one_epoch
-from medclass.train.optim import build_optimizer, build_scheduler
-from medclass.train.transfer import (
+from medclass.training.loop import init_weights, train_one_epoch
+from medclass.training.optim import build_optimizer, build_scheduler
+from medclass.training.transfer import (
     freeze_backbone,
     gradual_unfreeze,
     layer_decay_groups,
@@ -74,8 +74,9 @@ def test_cli_init_from(tmp_path, make_npz, train_cli, run_cli, fast_config):
     run = tmp_path / "first"
     train_cli(make_npz(tmp_path / "a.npz", sizes=(24, 8, 8), size=12), run)
     data = make_npz(tmp_path / "b.npz", task="multiclass", num_classes=3, sizes=(30, 9, 9), size=12)
-    res = train_cli(data, tmp_path / "second", "--init-from", run)
-    assert "initialised from" in res.out and "tensors loaded" in res.out
+    res = run_cli("train", "--data", data, "--config", fast_config, "--out", tmp_path / "second", "--init-from", run)
+    assert res.code == 0, res.err
+    assert "initialised from" in res.err and "tensors loaded" in res.err
     bad = run_cli("train", "--data", data, "--config", fast_config, "--out", tmp_path / "x", "--init-from", tmp_path)
     assert bad.code == 2 and "model.safetensors: weights file not found" in bad.err
 

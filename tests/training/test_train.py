@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from medclass.checkpoint import load_model
 from medclass.data.sources import load_dataset
-from medclass.train.loop import predict_probs
+from medclass.inference import predict_probs
 
 # Tiny synthetic splits leave some rates undefined (e.g. no predicted positives); that is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::medclass.metrics.UndefinedMetricWarning")
@@ -175,9 +175,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, make_npz, fast
     assert 1 <= killed_at < epochs, killed_at
     assert not (killed / "metrics.json").exists()
 
-    res = run_cli("train", "--resume", "--out", killed, "--quiet")
+    res = run_cli("train", "--resume", "--out", killed)
     assert res.code == 0, res.err
-    assert f"resuming {killed} after epoch {killed_at}" in res.out
+    assert f"resuming {killed} after epoch {killed_at}" in res.err
 
     assert not [p.name for p in killed.iterdir() if p.name.endswith(".tmp")]
     assert [int(r["epoch"]) for r in _history(killed)] == list(range(1, epochs + 1))
@@ -200,13 +200,13 @@ def test_time_budget_shortens_the_schedule_and_ends_the_epoch_that_spends_it(tmp
     data = make_npz(tmp_path / "a.npz", sizes=(24, 8, 8), size=12)
     res = run_cli("train", "--data", data, "--config", cfg, "--out", tmp_path / "r", "--quiet")
     assert res.code == 0, res.err
-    assert "time budget of 1e-05 min: 1 of 4 epochs fit; the schedule is shortened to 1" in res.out
+    assert "time budget of 1e-05 min: 1 of 4 epochs fit; the schedule is shortened to 1" in res.err
     assert len((tmp_path / "r" / "history.csv").read_text().splitlines()) == 2  # header and one epoch
     assert _json(tmp_path / "r" / "metrics.json")["splits"]["test"]["auc"] >= 0
 
 
 def test_fit_budget_counts_the_epochs_the_latest_one_allows():
-    from medclass.train.loop import _fit_budget
+    from medclass.training.loop import _fit_budget
 
     def rows(*seconds: float) -> list[dict]:
         return [{"seconds": s} for s in seconds]
@@ -222,8 +222,8 @@ def test_fit_budget_counts_the_epochs_the_latest_one_allows():
 
 def test_continued_schedule_follows_the_new_plan_from_the_current_step():
     from medclass.config import OptimConfig
-    from medclass.train.loop import _continue_schedule
-    from medclass.train.optim import build_scheduler, lr_factor
+    from medclass.training.loop import _continue_schedule
+    from medclass.training.optim import build_scheduler, lr_factor
 
     cfg = OptimConfig(lr=0.1, schedule="cosine", warmup_epochs=1)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=cfg.lr)
@@ -245,7 +245,7 @@ def test_device_auto_is_the_cpu_without_a_gpu_and_a_missing_gpu_is_a_clear_error
     tmp_path, make_npz, run_cli, fast_config, monkeypatch
 ):
     from medclass.errors import ConfigError
-    from medclass.train.loop import resolve_device
+    from medclass.training.loop import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")

@@ -1,7 +1,7 @@
 """The training loop, written out: epochs of shuffled in-memory batches, validation, checkpoints.
 
-Built from small parts (:func:`train_one_epoch`, :func:`predict_probs`, the optimiser and EMA in
-:mod:`medclass.train.optim`, the artefact writers in :mod:`medclass.checkpoint`) rather than a
+Built from small parts (:func:`train_one_epoch`, :func:`medclass.inference.predict_logits`, the optimiser and EMA in
+:mod:`medclass.training.optim`, the artefact writers in :mod:`medclass.checkpoint`) rather than a
 framework of hooks. A run killed at any point resumes from its last completed epoch with the
 same result it would have had.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,17 +26,20 @@ from medclass import checkpoint
 from medclass.config import DataConfig, RunConfig, config_from_dict, dump_yaml
 from medclass.data.dataset import Dataset, Split, balanced_order, iterate_batches, label_counts
 from medclass.errors import ConfigError
+from medclass.inference import model_device, predict_logits, to_input
 from medclass.metrics import medmnist
-from medclass.models import create_model
+from medclass.models import build_model
 from medclass.tasks import logits_to_probs, num_outputs, prior_logit_offset, task_loss
-from medclass.train.transfer import set_frozen_eval
+from medclass.training.transfer import set_frozen_eval
 from medclass.transforms import Compose, build_augment
 from medclass.transforms.histogram import apply_equalize, equalize_options
 from medclass.transforms.mixing import Mixer
-from medclass.transforms.tta import check_views, tta_views
-from medclass.trust.scaling import apply_calibration
+from medclass.transforms.tta import check_views
 from medclass.utils.files import remove_stale_temps, write_text
+from medclass.utils.progress import show_progress
 from medclass.utils.seed import seed_everything
+
+log = logging.getLogger(__name__)
 
 
 def preprocessing_for(dataset: Dataset, data: DataConfig | None = None) -> dict[str, Any]:
@@ -56,21 +61,6 @@ def preprocessing_for(dataset: Dataset, data: DataConfig | None = None) -> dict[
     return prep
 
 
-def to_input(images: torch.Tensor, prep: dict[str, Any]) -> torch.Tensor:
-    """``uint8`` ``(B, C, ...)`` -> normalised float32 model input (channels-last memory layout).
-
-    Applies the stored contrast equalisation (``prep["equalize"]``) first, when there is one.
-    """
-    images = apply_equalize(images, prep.get("equalize"))
-    c = images.shape[1]
-    shape = (1, c) + (1,) * (images.ndim - 2)
-    mean = torch.tensor(prep["mean"], dtype=torch.float32).view(shape)
-    std = torch.tensor(prep["std"], dtype=torch.float32).view(shape)
-    x = (images.float() * prep["scale"] - mean) / std
-    fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
-    return x.contiguous(memory_format=fmt)
-
-
 def autocast_dtype(precision: str, device: torch.device | str = "cpu") -> torch.dtype | None:
     """bf16 when asked, or when ``auto`` and the device has native bf16 kernels; else None (fp32)."""
     if precision == "bf16":
@@ -80,14 +70,6 @@ def autocast_dtype(precision: str, device: torch.device | str = "cpu") -> torch.
     if torch.device(device).type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where a model's tensors live (its first parameter, else its first buffer; the CPU when it has neither)."""
-    tensor = next(model.parameters(), None)
-    if tensor is None:
-        tensor = next(model.buffers(), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -115,6 +97,51 @@ def class_weights_for(split: Split, task: str, num_classes: int, mode: str | Non
     return torch.tensor(w, dtype=torch.float32)
 
 
+def class_weight_mode(cfg: RunConfig, task: str) -> str | None:
+    """``optim.class_weight`` as it applies to ``task``: ``None`` for argmax-decided tasks (multi-class,
+    ordinal) when ``optim.class_weight_multiclass`` is false."""
+    if task not in ("binary", "multilabel") and not cfg.optim.class_weight_multiclass:
+        return None
+    return cfg.optim.class_weight
+
+
+def prior_correction(cfg: RunConfig, split: Split, task: str, num_classes: int) -> torch.Tensor | None:
+    """The logit offset ``-log(w_c)`` that undoes class weighting at decision time, or None.
+
+    Training with class weights ``w_c`` makes the softmax estimate ``w_c p(c|x)`` (renormalised), so
+    the argmax favours rare classes. With ``optim.prior_correction`` (multi-class only: binary and
+    multi-label decisions use a threshold chosen on validation), adding ``-log(w_c)`` to the logits
+    gives back the posterior under the training prior; the argmax (ACC) then follows the true prior.
+    """
+    mode = class_weight_mode(cfg, task)
+    if not (cfg.optim.prior_correction and mode and task in ("multiclass", "ordinal")):
+        return None
+    weights = class_weights_for(split, task, num_classes, mode)
+    return None if weights is None else -torch.log(weights)
+
+
+def correct_prior(model: nn.Module, meta: dict[str, Any], cfg: RunConfig, dataset: Dataset) -> dict[str, Any]:
+    """Fold :func:`prior_correction` into the bias of ``model``'s output layer (in place), once.
+
+    The offset then travels with the weights (checkpoint, ensembles, ONNX export, prediction) and comes
+    before calibration, which is fitted afterwards on the corrected logits. ``meta["logit_offset"]``
+    records it (and that it is applied). Returns ``meta``.
+    """
+    if "logit_offset" in meta:
+        return meta
+    offset = prior_correction(cfg, dataset.splits["train"], meta["task"], dataset.num_classes)
+    if offset is None:
+        return meta
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == len(offset)]
+    if not heads or heads[-1].bias is None:
+        log.warning("optim.prior_correction: no output layer with a bias found; decisions keep the class weights")
+        return meta
+    with torch.no_grad():
+        heads[-1].bias.add_(offset.to(heads[-1].bias))
+    meta["logit_offset"] = [round(float(v), 6) for v in offset]
+    return meta
+
+
 def loss_options(cfg: RunConfig, split: Split, task: str, num_classes: int) -> dict[str, Any]:
     """Keyword options of :func:`~medclass.tasks.task_loss` from the config and the training labels."""
     o = cfg.optim
@@ -124,7 +151,7 @@ def loss_options(cfg: RunConfig, split: Split, task: str, num_classes: int) -> d
         raise ConfigError(f"train.sampler: unknown sampler '{cfg.train.sampler}' (use random or balanced)")
     return {
         "label_smoothing": o.label_smoothing,
-        "class_weights": class_weights_for(split, task, num_classes, o.class_weight),
+        "class_weights": class_weights_for(split, task, num_classes, class_weight_mode(cfg, task)),
         "focal_gamma": o.focal_gamma if o.loss == "focal" else 0.0,
         "logit_offset": prior_logit_offset(split.labels, task, num_classes, o.logit_adjust) if o.logit_adjust else None,
     }
@@ -189,54 +216,20 @@ def train_one_epoch(
     return total / max(count, 1)
 
 
-@torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, prep: dict[str, Any], batch_size: int = 512) -> torch.Tensor:
-    """Logits ``(N, outputs)`` for a ``uint8`` image stack, in evaluation mode.
-
-    With ``prep["tta"]`` (test-time augmentation views), the mean of the views' logits. Batches run
-    on the model's device; the logits come back on the CPU.
-    """
-    model.eval()
-    device = model_device(model)
-    views = prep.get("tta") or []
-    outs = []
-    for i in range(0, images.shape[0], batch_size):
-        x = to_input(images[i : i + batch_size], prep).to(device, non_blocking=True)
-        if views:
-            outs.append(torch.stack([model(v).float() for v in tta_views(x, views)]).mean(0).cpu())
-        else:
-            outs.append(model(x).float().cpu())
-    return torch.cat(outs) if outs else torch.zeros(0)
-
-
-def predict_probs(
-    model: nn.Module,
-    images: torch.Tensor,
-    task: str,
-    prep: dict[str, Any],
-    batch_size: int = 512,
-    *,
-    calibration: dict[str, Any] | None = None,
-) -> np.ndarray:
-    """Probabilities ``(N, K)`` (K = 2 for binary) for a ``uint8`` image stack.
-
-    Args:
-        model: The network.
-        images: ``uint8`` ``(N, C, ...)``.
-        task: Task type.
-        prep: The checkpoint's preprocessing (with optional ``tta`` views).
-        batch_size: Inference batch size.
-        calibration: The checkpoint's fitted calibration (temperature or vector scaling), applied
-            to the logits; ``None`` leaves them as they are.
-    """
-    logits = predict_logits(model, images, prep, batch_size)
-    if logits.numel() == 0:
-        return np.zeros((0, 0), dtype=np.float32)
-    return logits_to_probs(apply_calibration(logits, calibration), task).numpy()
-
-
-def _fmt_row(row: dict[str, Any]) -> str:
-    return f"val_auc {row['val_auc']:.4f} val_acc {row['val_acc']:.4f}"
+def _log_epoch(row: dict[str, Any], epochs: int, level: int = logging.INFO) -> None:
+    """One log line for a finished epoch (its history row): losses, validation AUC and ACC, learning rate, time."""
+    log.log(
+        level,
+        "epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.4f, val ACC %.4f, lr %.3g, %.1f s",
+        row["epoch"],
+        epochs,
+        row["train_loss"],
+        row["val_loss"],
+        row["val_auc"],
+        row["val_acc"],
+        row["lr"],
+        row["seconds"],
+    )
 
 
 def history_csv(rows: list[dict[str, Any]]) -> str:
@@ -250,43 +243,25 @@ def history_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def build_model(arch: dict[str, Any]) -> nn.Module:
-    """Build the network described by a checkpoint's ``architecture`` entry (truncated when it says so)."""
-    model = create_model(
-        arch["name"],
-        in_chans=arch["in_chans"],
-        num_classes=arch["num_outputs"],
-        spatial_dims=arch.get("spatial_dims"),
-        **arch.get("kwargs", {}),
-    )
-    if arch.get("truncate"):
-        from medclass.models.truncate import truncate_stages
-
-        model = truncate_stages(model, int(arch["truncate"]), name=arch["name"])
-    return model
-
-
 def init_weights(model: nn.Module, cfg: RunConfig) -> None:
     """Start ``model`` from another run or pretrained weights, and freeze its backbone, as the config says."""
-    from medclass.train import transfer
+    from medclass.training import transfer
 
     m = cfg.model
     source = m.init_from
     if not source and m.pretrained:
         found = transfer.pretrained_source(m.name, m.weights)
-        if found is None:
-            if not m.name.lower().startswith("timm/"):
-                raise ConfigError(
-                    f"model.pretrained: no weights for '{m.name}' (set model.weights or $MEDCLASS_WEIGHTS_DIR)"
-                )
-            donor = create_model(m.name, pretrained=True)  # timm's hub: needs internet or its cache
-            transfer.load_matching(model, donor.state_dict(), where=f"timm pretrained {m.name}")
+        if found is None:  # timm's hub or its cache; offline, a one-line error naming the file to provide
+            transfer.load_matching(model, transfer.hub_weights(m.name), where=f"ImageNet weights of {m.name}")
         source = str(found) if found is not None else None
     if source:
         report = transfer.load_matching(model, transfer.read_weights(source), where=source)
-        print(
-            f"initialised from {source}: {len(report['loaded'])} tensors loaded, {len(report['adapted'])} adapted, "
-            f"{len(report['skipped'])} new"
+        log.info(
+            "initialised from %s: %d tensors loaded, %d adapted, %d new",
+            source,
+            len(report["loaded"]),
+            len(report["adapted"]),
+            len(report["skipped"]),
         )
     if m.freeze not in ("none", "backbone", "gradual"):
         raise ConfigError(f"model.freeze: unknown value '{m.freeze}' (use none, backbone or gradual)")
@@ -303,6 +278,8 @@ def _tta(cfg: RunConfig) -> list[str]:
 
 def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> dict[str, Any]:
     """The ``model.json`` content: everything inference needs besides the weights."""
+    from medclass.metrics.positive import checkpoint_entries
+
     kwargs: dict[str, Any] = {"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {}
     if not cfg.model.name.lower().startswith(("timm/", "classical/")):
         from medclass.models.registry import check_input_size, model_info
@@ -322,10 +299,17 @@ def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> di
         },
         "task": dataset.task,
         "label_names": dataset.label_names,
+        **checkpoint_entries(  # the positive class (binary) and the triage classes, by name and index
+            dataset.task,
+            dataset.label_names,
+            dataset_name=dataset.name,
+            positive_class=cfg.data.positive_class,
+            urgent_classes=cfg.eval.urgent_classes,
+        ),
         "preprocessing": {**preprocessing_for(dataset, cfg.data), **({"tta": tta} if (tta := _tta(cfg)) else {})},
         "threshold": threshold,
         "operating_point": {"method": cfg.eval.operating_point, "target_sensitivity": cfg.eval.target_sensitivity},
-        "dataset": {"name": dataset.name, "source": dataset.source, "md5": dataset.md5},
+        "dataset": dataset.record(),  # name and content hash, never a path
     }
 
 
@@ -336,12 +320,26 @@ def fit(
     *,
     resume: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train ``cfg`` on ``dataset``, writing checkpoints to ``out_dir``; returns the epoch history.
 
     The best epoch by validation ``cfg.train.select_metric`` is kept in ``model.safetensors``.
     With ``resume``, training continues after the last completed epoch saved in ``out_dir``.
+
+    Messages go to this module's logger (a child of ``medclass``). With ``progress`` and stderr a
+    terminal, a tqdm bar shows the steps (and each epoch's line is a DEBUG record); otherwise each
+    epoch is one INFO line (epoch, train loss, validation loss, AUC and ACC, learning rate, seconds)
+    and nothing is redrawn, so a log file or CI output holds no carriage returns.
+
+    Args:
+        cfg: The run's configuration.
+        dataset: The data (``train`` and ``val`` splits are used).
+        out_dir: The run folder for checkpoints, ``config.yaml`` and ``history.csv``.
+        resume: Continue after the last completed epoch saved in ``out_dir``.
+        progress: Allow a progress bar; it is shown only when stderr is a terminal.
+
+    Returns:
+        One row per epoch trained (``history.csv``'s rows).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -356,7 +354,7 @@ def fit(
     fmt = torch.channels_last if dataset.spatial_dims == 2 else torch.channels_last_3d
     device = resolve_device(tc.device)
     model = model.to(device, memory_format=fmt)
-    from medclass.train.optim import EMA, build_optimizer, build_scheduler
+    from medclass.training.optim import EMA, build_optimizer, build_scheduler
 
     train_split, val = dataset.splits["train"], dataset.splits["val"]
     if eq := prep.pop("equalize", None):  # equalise the stored images once, not every batch
@@ -393,14 +391,21 @@ def fit(
             epochs = meta["epochs"]
             scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
         _continue_schedule(scheduler, meta["scheduler"])
-        log(f"resuming {out_dir} after epoch {start_epoch}")
+        log.info("resuming %s after epoch %d", out_dir, start_epoch)
     write_text(out_dir / "config.yaml", dump_yaml(cfg))
 
     bar = None
-    if progress:
+    if show_progress(progress):
         from tqdm import tqdm
 
-        bar = tqdm(total=steps * epochs, initial=steps * start_epoch, unit="step", dynamic_ncols=True, leave=True)
+        bar = tqdm(
+            total=steps * epochs,
+            initial=steps * start_epoch,
+            unit="step",
+            dynamic_ncols=True,
+            leave=True,
+            file=sys.stderr,
+        )
     eval_model = build_model(arch).to(device, memory_format=fmt) if ema else model
     epoch = start_epoch
     while epoch < epochs:
@@ -408,7 +413,7 @@ def fit(
         spent = sum(r["seconds"] for r in history)
         deadline = t0 + tc.max_minutes * 60 - spent if tc.max_minutes else None
         if cfg.model.freeze == "gradual":
-            from medclass.train.transfer import gradual_unfreeze
+            from medclass.training.transfer import gradual_unfreeze
 
             gradual_unfreeze(model, epoch, cfg.model.unfreeze_every)
 
@@ -452,7 +457,7 @@ def fit(
             "seconds": round(time.perf_counter() - t0, 2),
         }
         history.append(row)
-        if tc.max_minutes and epoch < 2 and (fit := _fit_budget(planned, history, tc.max_minutes, log)) != epochs:
+        if tc.max_minutes and epoch < 2 and (fit := _fit_budget(planned, history, tc.max_minutes)) != epochs:
             epochs = fit
             state = scheduler.state_dict()
             scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
@@ -486,30 +491,36 @@ def fit(
             },
         )
         write_text(out_dir / "history.csv", history_csv(history))
-        if bar is None:
-            log(f"epoch {epoch + 1}/{epochs} loss {train_loss:.4f} {_fmt_row(row)}")
+        _log_epoch(row, epochs, logging.INFO if bar is None else logging.DEBUG)  # the bar shows it on a terminal
         spent = sum(r["seconds"] for r in history) / 60
         epoch += 1
         if tc.max_minutes and epoch < epochs and spent + row["seconds"] / 60 > tc.max_minutes:
-            log(f"time budget of {tc.max_minutes:.3g} min reached after epoch {epoch} of {epochs} ({spent:.1f} min)")
+            log.warning(
+                "time budget of %.3g min reached after epoch %d of %d (%.1f min)", tc.max_minutes, epoch, epochs, spent
+            )
             break
     if bar is not None:
         bar.close()
     return history
 
 
-def _fit_budget(planned: int, history: list[dict[str, Any]], max_minutes: float, log: Callable[[str], None]) -> int:
+def _fit_budget(
+    planned: int, history: list[dict[str, Any]], max_minutes: float, report: Callable[[str], None] | None = None
+) -> int:
     """The number of epochs that fit ``max_minutes`` (at least those done, at most ``planned``).
 
     Judged after each of the first two epochs by the latest one's duration: the first carries one-off
     costs (kernel selection, allocations), so the second corrects its estimate, in either direction,
-    while the learning-rate schedule has barely moved.
+    while the learning-rate schedule has barely moved. A shortened plan is reported to ``report``, by
+    default as a warning on this module's logger (fewer epochs than asked for are trained).
     """
     done, spent = len(history), sum(r["seconds"] for r in history)
     per_epoch = max(history[-1]["seconds"], 1e-9)
     fit = max(done, 1, min(planned, done + int((max_minutes * 60 - spent) // per_epoch)))
     if fit < planned:
-        log(f"time budget of {max_minutes:.3g} min: {fit} of {planned} epochs fit; the schedule is shortened to {fit}")
+        (report or log.warning)(
+            f"time budget of {max_minutes:.3g} min: {fit} of {planned} epochs fit; the schedule is shortened to {fit}"
+        )
     return fit
 
 

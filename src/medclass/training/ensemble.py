@@ -74,24 +74,6 @@ def combine(members: list[tuple[nn.Module, dict[str, Any]]], seeds: list[int]) -
     return model.eval(), meta
 
 
-def member_architectures(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``architecture`` entry of each member of a checkpoint's model (a single model: its own, once).
-
-    Ensembles list theirs in ``deep_ensemble.architectures``; without that list, every member is
-    ``meta["architecture"]``.
-    """
-    ens = meta.get("deep_ensemble")
-    if not ens:
-        return [meta["architecture"]]
-    return ens.get("architectures") or [meta["architecture"]] * int(ens["size"])
-
-
-def from_meta(meta: dict[str, Any], build: Any) -> ProbabilityAverage:
-    """An untrained ensemble shaped as ``meta`` says, to load weights into (``build(architecture)`` makes a member)."""
-    members = [build(arch) for arch in member_architectures(meta)]
-    return ProbabilityAverage(members, meta["deep_ensemble"]["calibrations"], meta["task"])
-
-
 def ensemble_history(histories: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The members' epoch rows one after another, numbered through (``epoch``) and by member."""
     rows, n = [], 0

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from medclass.cli.common import print_table
+
 
 def cmd_index(args: argparse.Namespace) -> int:
     from medclass.data.index import index_folder
@@ -56,9 +58,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     rows: list[list[Any]] = [
         [name, s["rows"], s["groups"], *[s["classes"].get(c, 0) for c in classes]] for name, s in summary.items()
     ]
-    from medclass.cli import _print_table
-
-    _print_table(rows, header)
+    print_table(rows, header)
     print(f"wrote {args.out or args.manifest}; no {by or 'row'} is in two splits")
     return 0
 
@@ -75,30 +75,30 @@ def cmd_audit(args: argparse.Namespace) -> int:
     )
 
 
-def add_data_commands(sub: Any) -> None:
+def add_data_commands(sub: Any, parents: list[argparse.ArgumentParser], formatter: type) -> None:
     """Add ``index``, ``split`` and ``audit`` to the ``medclass`` subcommand parser."""
-    ix = sub.add_parser("index", help="write a manifest row for every DICOM, NIfTI or image file in a folder")
-    ix.add_argument("folder")
+    kw: dict[str, Any] = {"parents": parents, "formatter_class": formatter}
+    ix = sub.add_parser("index", help="write a manifest row for every DICOM, NIfTI or image file in a folder", **kw)
+    ix.add_argument("folder", help="folder to index (searched recursively)")
     ix.add_argument("--out", help="output CSV (default manifest.csv)")
     ix.add_argument("--salt", help="secret for hashing patient IDs (default $MEDCLASS_SALT, else random)")
     ix.add_argument("--patient-pattern", help="regex on the relative path giving the patient for non-DICOM files")
     ix.add_argument("--header-only", action="store_true", help="read DICOM headers only (fast; no decode check)")
     ix.add_argument("--max-pixels", type=int, help="refuse images with more pixels than this")
-    ix.add_argument("--workers", type=int, default=4)
-    ix.add_argument("--quiet", action="store_true", help="no progress bar")
+    ix.add_argument("--workers", type=int, default=4, help="decoding processes")
     ix.set_defaults(func=cmd_index)
 
-    sp = sub.add_parser("split", help="add a train/val/test split column to a manifest, by patient")
-    sp.add_argument("manifest")
+    sp = sub.add_parser("split", help="add a train/val/test split column to a manifest, by patient", **kw)
+    sp.add_argument("manifest", help="CSV manifest")
     sp.add_argument("--by", default="patient", help="column kept together (patient = patient_id; none = by row)")
     sp.add_argument("--stratify", default="label", help="column whose class proportions are kept ('' for none)")
-    sp.add_argument("--val", type=float, default=0.1)
-    sp.add_argument("--test", type=float, default=0.2)
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--val", type=float, default=0.1, help="validation share")
+    sp.add_argument("--test", type=float, default=0.2, help="test share")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the split")
     sp.add_argument("--out", help="output CSV (default: overwrite the manifest)")
     sp.set_defaults(func=cmd_split)
 
-    au = sub.add_parser("audit", help="duplicates, near-duplicates and patient leakage across splits; a census")
+    au = sub.add_parser("audit", help="duplicates, near-duplicates and patient leakage across splits; a census", **kw)
     au.add_argument("spec", help="catalog name, .npz, folder or .csv manifest")
     au.add_argument("--strict", action="store_true", help="exit 1 when leakage is found")
     au.add_argument("--near-distance", type=int, default=4, help="perceptual-hash distance counted as near-duplicate")

@@ -11,8 +11,8 @@ import torch
 from medclass.checkpoint import load_model
 from medclass.config import build_config
 from medclass.predict import Predictor
-from medclass.train.ensemble import ensemble_history, member_config, member_dir
-from medclass.train.transfer import read_weights
+from medclass.training.ensemble import ensemble_history, member_config, member_dir
+from medclass.training.transfer import read_weights
 from medclass.trust.ensemble import ProbabilityAverage
 
 
@@ -85,9 +85,9 @@ def test_resume_keeps_finished_members_and_transfer_starts_from_the_first(ensemb
     run, _ = ensemble_run
     before = load_model(run)[0].state_dict()
     (run / "model.json").unlink()  # as if killed after the members, before the ensemble was written
-    res = run_cli("train", "--resume", "--out", run, "--quiet")
+    res = run_cli("train", "--resume", "--out", run)
     assert res.code == 0, res.err
-    assert res.out.count("finished earlier") == 2
+    assert res.err.count("finished earlier") == 2
     after = load_model(run)[0].state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     first = load_model(member_dir(run, 0))[0].state_dict()
@@ -114,9 +114,9 @@ def test_members_of_different_architectures_make_one_checkpoint_every_command_ta
     cfg = tmp_path / "mixed.yaml"
     cfg.write_text(fast_config.read_text() + "\nmodel:\n  members: [smallcnn, hybrid_cnn_vit, vit_tiny]\n")
     run = tmp_path / "run"
-    res = run_cli("train", "--data", data, "--config", cfg, "--out", run, "--quiet")  # ensemble: 1 -> one per entry
+    res = run_cli("train", "--data", data, "--config", cfg, "--out", run)  # ensemble: 1 -> one per entry
     assert res.code == 0, res.err
-    assert "smallcnn + hybrid_cnn_vit + vit_tiny, a deep ensemble of 3" in res.out
+    assert "smallcnn + hybrid_cnn_vit + vit_tiny, a deep ensemble of 3" in res.err
     meta = json.loads((run / "model.json").read_text())
     names = [a["name"] for a in meta["deep_ensemble"]["architectures"]]
     assert names == ["smallcnn", "hybrid_cnn_vit", "vit_tiny"]

@@ -18,7 +18,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     ``lr * layer_decay ** (distance from the head)``.
     """
     if cfg.layer_decay < 1.0:
-        from medclass.train.transfer import layer_decay_groups
+        from medclass.training.transfer import layer_decay_groups
 
         groups = [
             {

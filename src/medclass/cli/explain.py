@@ -15,9 +15,12 @@ from medclass.errors import MedclassError
 def _targets(arg: str | None, predictor: Any, probs: np.ndarray) -> np.ndarray:
     """Class index per image: ``--target`` (a class name or index) or the model's decision."""
     from medclass.explain.methods import default_targets
+    from medclass.metrics.positive import positive_index
 
     if arg is None:
-        return default_targets(probs, predictor.task, predictor.threshold)
+        return default_targets(
+            probs, predictor.task, predictor.threshold, positive_index=positive_index(predictor.meta)
+        )
     names = predictor.label_names
     if arg in names:
         index = names.index(arg)
@@ -32,8 +35,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from medclass.explain.methods import saliency
     from medclass.explain.output import safe_name, write_explanation
     from medclass.explain.sanity import RANDOMISATION_LIMIT, randomisation_check
+    from medclass.inference import predict_probs, to_input
     from medclass.predict import Predictor
-    from medclass.train.loop import predict_probs, to_input
     from medclass.utils.files import write_json
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
@@ -97,15 +100,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_explain_command(sub: Any) -> None:
-    """Add ``explain`` to the ``medclass`` subcommand parser."""
-    from medclass.explain.methods import METHODS
+#: The saliency methods (:data:`medclass.explain.methods.METHODS`), named here so that building the parser
+#: imports no model code.
+METHODS = ("gradcam", "gradcam++", "scorecam", "integrated-gradients", "occlusion")
 
-    ex = sub.add_parser("explain", help="saliency maps (PNG overlays and .npy) for images, with a sanity check")
+
+def add_explain_command(sub: Any, parents: list[argparse.ArgumentParser], formatter: type) -> None:
+    """Add ``explain`` to the ``medclass`` subcommand parser."""
+    ex = sub.add_parser(
+        "explain",
+        help="saliency maps (PNG overlays and .npy) for images, with a sanity check",
+        parents=parents,
+        formatter_class=formatter,
+    )
     ex.add_argument("--checkpoint", required=True, help="run folder")
     ex.add_argument("inputs", nargs="+", help="image files, DICOM, folders, .npy or .npz")
-    ex.add_argument("--method", default="gradcam", choices=METHODS)
+    ex.add_argument("--method", default="gradcam", choices=METHODS, help="saliency method")
     ex.add_argument("--target", help="class name or index to explain (default: the model's decision per image)")
     ex.add_argument("--out", required=True, help="output folder")
-    ex.add_argument("--batch-size", type=int, default=32)
+    ex.add_argument("--batch-size", type=int, default=32, help="images per saliency batch")
     ex.set_defaults(func=cmd_explain)

@@ -5,7 +5,9 @@
   input by summing its colour filters (and a grey one to RGB by sharing it out), so ImageNet or
   medical weights serve any channel count.
 * :func:`pretrained_source` finds weights offline: an explicit ``model.weights`` file, else
-  ``$MEDCLASS_WEIGHTS_DIR/<architecture>.safetensors``; ``model.init_from`` names a medclass run.
+  ``$MEDCLASS_WEIGHTS_DIR/<architecture>.safetensors``; without one, :func:`hub_weights` takes the
+  ImageNet weights of the model's timm architecture from timm's hub (or its cache). ``model.init_from``
+  names a medclass run.
 * :func:`freeze_backbone` turns training into a linear probe, :func:`gradual_unfreeze` opens the
   layers one by one from the top; :func:`layer_decay_groups` gives earlier layers smaller learning
   rates (layer-wise learning-rate decay).
@@ -28,15 +30,19 @@ WEIGHTS_DIR_ENV = "MEDCLASS_WEIGHTS_DIR"
 
 
 def _adapt_input_conv(src: torch.Tensor, dst_shape: torch.Size) -> torch.Tensor | None:
-    """A first-layer kernel ``(O, I, k...)`` reshaped to another input-channel count, or None."""
+    """A first-layer kernel ``(O, I, k...)`` reshaped to another input-channel count, or None.
+
+    As timm adapts ImageNet weights: one input channel takes the sum of the source's filters; any
+    other count repeats them in turn (cropped to that count) scaled by ``I / I_dst``, which keeps the
+    response to an image whose channels are equal.
+    """
     if src.ndim < 3 or src.shape[0] != dst_shape[0] or src.shape[2:] != dst_shape[2:]:
         return None
     i_src, i_dst = src.shape[1], dst_shape[1]
     if i_dst == 1:
         return src.sum(dim=1, keepdim=True)
-    if i_src == 1:
-        return src.repeat(1, i_dst, *([1] * (src.ndim - 2))) / i_dst
-    return None
+    repeats = -(-i_dst // i_src)
+    return src.repeat(1, repeats, *([1] * (src.ndim - 2)))[:, :i_dst] * (i_src / i_dst)
 
 
 def load_matching(model: nn.Module, tensors: dict[str, torch.Tensor], *, where: str) -> dict[str, list[str]]:
@@ -101,8 +107,8 @@ def pretrained_source(model_name: str, weights: str | None) -> Path | None:
     """The local pretrained-weights file for ``model_name``: ``weights``, else one in ``$MEDCLASS_WEIGHTS_DIR``.
 
     For ``timm/resnet18`` the folder is searched for ``resnet18.safetensors`` and
-    ``timm_resnet18.safetensors``. Returns None when no local file exists (timm's own hub download
-    is then used, which needs internet).
+    ``timm_resnet18.safetensors``. Returns None when no local file exists (:func:`hub_weights`
+    then asks timm's hub, which needs internet or its cache).
     """
     if weights:
         return Path(weights)
@@ -114,6 +120,63 @@ def pretrained_source(model_name: str, weights: str | None) -> Path | None:
         if (Path(folder) / candidate).is_file():
             return Path(folder) / candidate
     return None
+
+
+def local_weights_path(model_name: str) -> str:
+    """Where :func:`pretrained_source` looks first for ``model_name``'s weights, for messages.
+
+    ``$MEDCLASS_WEIGHTS_DIR/<arch>.safetensors`` with the folder spelled out when the variable is set.
+    """
+    folder = os.environ.get(WEIGHTS_DIR_ENV)
+    name = f"{model_name.split('/', 1)[-1]}.safetensors"
+    return str(Path(folder) / name) if folder else f"${WEIGHTS_DIR_ENV}/{name}"
+
+
+def timm_architecture(model_name: str) -> str | None:
+    """The timm architecture whose ImageNet weights ``model_name`` starts from, or None when there is none.
+
+    ``timm/<arch>`` is ``<arch>``; a registered model is its registry entry's ``timm_arch``
+    (``densenet121``, ``vit_tiny`` -> ``vit_tiny_patch16_224``, ...); ``classical/`` models have none.
+    """
+    if model_name.lower().startswith("timm/"):
+        return model_name[5:]
+    if model_name.lower().startswith("classical/"):
+        return None
+    from medclass.models.registry import model_info
+
+    return model_info(model_name).timm_arch or None
+
+
+def hub_weights(model_name: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights for ``model_name`` from timm's hub: downloaded once, then read from timm's cache.
+
+    The state dict of ``timm.create_model(arch, pretrained=True)`` (3 input channels, ImageNet's
+    head); :func:`load_matching` then copies what fits and adapts the first convolution.
+
+    Raises:
+        ConfigError: The model has no ImageNet weights, or they cannot be fetched (offline, no
+            cache): one line naming the local file to provide instead.
+    """
+    from medclass.errors import ConfigError
+
+    arch = timm_architecture(model_name)
+    local = local_weights_path(model_name)
+    if arch is None:
+        raise ConfigError(
+            f"model.pretrained: no weights for '{model_name}' (it has no ImageNet weights): "
+            f"put a safetensors file at {local} or set model.weights"
+        )
+    import timm
+
+    try:
+        donor = timm.create_model(arch, pretrained=True)
+    except Exception as err:  # noqa: BLE001 - a download fails in many ways (HTTP, DNS, proxy, cache, disk)
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise ConfigError(
+            f"model.pretrained: cannot download the ImageNet weights of '{model_name}' (timm '{arch}': {reason}); "
+            f"offline, save them as {local} (or set model.weights to a safetensors file)"
+        ) from None
+    return donor.state_dict()
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:

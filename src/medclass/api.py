@@ -1,0 +1,185 @@
+"""The public Python API: train a run, open it, predict with it. The CLI, the REST service and the PACS node call these.
+
+Example:
+    >>> import medclass
+    >>> run = medclass.train("breastmnist", epochs=1, out="runs/breast")  # doctest: +SKIP
+    >>> run.metrics["splits"]["test"]["auc"]  # doctest: +SKIP
+    0.87
+    >>> predictor = medclass.load("runs/breast")  # doctest: +SKIP
+    >>> predictor.predict_proba(images).shape  # (N, 2) for uint8 images (N, 28, 28)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medclass.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from medclass.config import RunConfig
+    from medclass.predict import Predictor
+
+#: Keyword shortcuts of :func:`train` and the configuration key each sets.
+SHORTCUTS: dict[str, tuple[str, str]] = {
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "seed": ("train", "seed"),
+    "device": ("train", "device"),
+    "ensemble_size": ("train", "ensemble"),
+    "max_minutes": ("train", "max_minutes"),
+    "lr": ("optim", "lr"),
+    "image_size": ("data", "image_size"),
+    "window": ("data", "window"),
+    "positive_class": ("data", "positive_class"),
+    "label_column": ("data", "label_column"),
+    "group_column": ("data", "group_column"),
+    "init_from": ("model", "init_from"),
+    "target_sensitivity": ("eval", "target_sensitivity"),
+}
+_SECTIONS = ("optim", "augment", "train", "eval", "per_modality")
+
+
+class Run:
+    """A run folder written by :func:`train` (or ``medclass train``): checkpoint, ``metrics.json``, report.
+
+    Args:
+        path: The folder.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "model.json").is_file():
+            raise DataError(f"{self.path}: not a medclass run (no model.json)")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The run's ``metrics.json``: ``{"dataset", "task", "label_names", "splits": {"val": ..., "test": ...}}``."""
+        path = self.path / "metrics.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{path}: the run has no metrics yet (training did not finish)") from None
+
+    @property
+    def config(self) -> RunConfig:
+        """The resolved configuration the run was trained with."""
+        from medclass.config import config_from_dict, read_yaml
+
+        return config_from_dict(read_yaml(self.path / "config.yaml"), str(self.path / "config.yaml"))
+
+    def predictor(self, engine: str = "torch", **kwargs: Any) -> Predictor:
+        """The run's :class:`~medclass.predict.Predictor` (see :func:`load`)."""
+        return load(self.path, engine=engine, **kwargs)
+
+
+def overrides_from(
+    *,
+    data: str | None = None,
+    model: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Nested configuration overrides from :func:`train`'s arguments.
+
+    Args:
+        data: The data spec.
+        model: An architecture; it replaces a recipe's ensemble members.
+        options: Shortcut names (:data:`SHORTCUTS`), dotted keys (``"augment.rotate"``) or whole sections
+            (``optim={"lr": 1e-3}``); ``None`` values are skipped.
+
+    Raises:
+        ConfigError: An unknown option.
+    """
+    from medclass.config import NULL
+
+    out: dict[str, Any] = {"data": {"spec": data}, "model": {"name": model, "members": [] if model else None}}
+    for key, value in (options or {}).items():
+        if key in SHORTCUTS:
+            section, name = SHORTCUTS[key]
+            out.setdefault(section, {})[name] = value
+            continue
+        value = NULL if value is None else value  # a key named on purpose: null is its value
+        if "." in key:
+            node = out
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{key}: '{part}' is not a section")
+            node[leaf] = value
+        elif key in _SECTIONS and isinstance(value, dict):
+            out.setdefault(key, {}).update({k: NULL if v is None else v for k, v in value.items()})
+        else:
+            known = ", ".join([*SHORTCUTS, *_SECTIONS])
+            raise ConfigError(f"unknown option '{key}' (known: {known}, or a dotted key such as augment.rotate)")
+    if out.get("eval", {}).get("target_sensitivity") is not None:
+        out["eval"].setdefault("operating_point", "sensitivity")
+    return out
+
+
+def train(
+    data: str | Path,
+    model: str | None = None,
+    recipe: str = "auto",
+    out: str | Path | None = None,
+    *,
+    config: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> Run:
+    """Train, calibrate and evaluate a model; the same run folder as ``medclass train``.
+
+    Args:
+        data: Catalog name (``breastmnist``, ``breastmnist@64``), ``.npz``, folder or CSV manifest.
+        model: Registry name or ``timm/<name>``; ``None`` keeps the recipe's.
+        recipe: ``auto`` (chosen from the data), a shipped recipe (``default``, ``best``, ``hires``) or a YAML path.
+        out: Run folder (default ``runs/<data>-<model>-<time>``).
+        config: A YAML file applied over the recipe.
+        resume: Continue the run in ``out`` from its last checkpoint (its saved configuration is used).
+        progress: Allow a progress bar (only ever shown on a terminal).
+        **overrides: Values that win over the recipe: shortcuts such as ``epochs=1``, ``lr=1e-3``,
+            ``image_size=64``, ``positive_class="malignant"``; sections such as ``optim={"lr": 1e-3}``; dotted
+            keys such as ``**{"augment.rotate": 5}`` (``None`` there sets null: ``**{"train.max_minutes": None}``;
+            a shortcut's ``None`` means not given). An explicit ``epochs`` is the number of epochs trained.
+
+    Returns:
+        The finished :class:`Run`.
+    """
+    from medclass.training.run import default_out, resolve_run, run_training
+
+    if resume:
+        from medclass.data.sources import load_configured
+        from medclass.training.loop import resume_config
+
+        if out is None or not (Path(out) / "config.yaml").is_file():
+            raise DataError(f"{out or 'out'}: nothing to resume (no config.yaml); give the run's folder")
+        cfg = resume_config(out)
+        dataset = load_configured(cfg.data)
+    else:
+        cfg, dataset = resolve_run(
+            recipe=recipe,
+            config_file=config,
+            overrides=overrides_from(data=str(data), model=model, options=overrides),
+        )
+    path = Path(out) if out is not None else default_out(cfg)
+    run_training(cfg, dataset, path, resume=resume, progress=progress)
+    return Run(path)
+
+
+def load(run_dir: str | Path, engine: str = "torch", **kwargs: Any) -> Predictor:
+    """A :class:`~medclass.predict.Predictor` for a run folder: its preprocessing, calibration and threshold applied.
+
+    Args:
+        run_dir: The run.
+        engine: ``torch`` or ``onnxruntime`` (the exported graph; exported on first use).
+        **kwargs: Options of :meth:`~medclass.predict.Predictor.from_checkpoint` (``ensemble``, ``mc_samples``,
+            ``onnx_file``).
+    """
+    from medclass.predict import Predictor
+
+    return Predictor.from_checkpoint(run_dir, engine=engine, **kwargs)

@@ -1,0 +1,95 @@
+"""Running a trained network on ``uint8`` images: normalisation, batched forward passes, probabilities.
+
+Shared by the trainer's validation, :class:`~medclass.predict.Predictor`, evaluation, explanations
+and the service, so that every path turns pixels into model input the same way; none of them needs
+the trainer for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medclass.tasks import logits_to_probs
+from medclass.transforms.histogram import apply_equalize
+from medclass.transforms.tta import tta_views
+from medclass.trust.scaling import apply_calibration
+
+
+def to_input(images: torch.Tensor, prep: dict[str, Any]) -> torch.Tensor:
+    """``uint8`` ``(B, C, ...)`` -> normalised float32 model input (channels-last memory layout).
+
+    Applies the stored contrast equalisation (``prep["equalize"]``) first, when there is one.
+
+    Args:
+        images: ``uint8`` ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
+        prep: The checkpoint's preprocessing: ``scale``, per-channel ``mean`` and ``std``, optional ``equalize``.
+
+    Returns:
+        float32 of the same shape, ``(images * scale - mean) / std``.
+    """
+    images = apply_equalize(images, prep.get("equalize"))
+    c = images.shape[1]
+    shape = (1, c) + (1,) * (images.ndim - 2)
+    mean = torch.tensor(prep["mean"], dtype=torch.float32).view(shape)
+    std = torch.tensor(prep["std"], dtype=torch.float32).view(shape)
+    x = (images.float() * prep["scale"] - mean) / std
+    fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+    return x.contiguous(memory_format=fmt)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's tensors live (its first parameter, else its first buffer; the CPU when it has neither)."""
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, prep: dict[str, Any], batch_size: int = 512) -> torch.Tensor:
+    """Logits ``(N, outputs)`` for a ``uint8`` image stack ``(N, C, ...)``, in evaluation mode.
+
+    With ``prep["tta"]`` (test-time augmentation views), the mean of the views' logits. Batches run
+    on the model's device; the logits come back on the CPU.
+    """
+    model.eval()
+    device = model_device(model)
+    views = prep.get("tta") or []
+    outs = []
+    for i in range(0, images.shape[0], batch_size):
+        x = to_input(images[i : i + batch_size], prep).to(device, non_blocking=True)
+        if views:
+            outs.append(torch.stack([model(v).float() for v in tta_views(x, views)]).mean(0).cpu())
+        else:
+            outs.append(model(x).float().cpu())
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def predict_probs(
+    model: nn.Module,
+    images: torch.Tensor,
+    task: str,
+    prep: dict[str, Any],
+    batch_size: int = 512,
+    *,
+    calibration: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """Probabilities ``(N, K)`` (K = 2 for binary) for a ``uint8`` image stack.
+
+    Args:
+        model: The network.
+        images: ``uint8`` ``(N, C, ...)``.
+        task: Task type.
+        prep: The checkpoint's preprocessing (with optional ``tta`` views).
+        batch_size: Inference batch size.
+        calibration: The checkpoint's fitted calibration (temperature or vector scaling), applied
+            to the logits; ``None`` leaves them as they are.
+    """
+    logits = predict_logits(model, images, prep, batch_size)
+    if logits.numel() == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    return logits_to_probs(apply_calibration(logits, calibration), task).numpy()
