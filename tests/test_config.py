@@ -213,7 +213,7 @@ def test_every_shipped_recipe_resolves_for_every_catalog_dataset():
     breast = build_config(recipe="best", modality=CATALOG["breastmnist"].modality, dataset="breastmnist")
     chest = build_config(recipe="best", modality=CATALOG["pneumoniamnist"].modality, dataset="pneumoniamnist")
     adrenal = build_config(recipe="best", modality=CATALOG["adrenalmnist3d"].modality, dataset="adrenalmnist3d")
-    assert (breast.train.ensemble, chest.train.ensemble) == (3, 1)  # the ultrasound section, not the others
+    assert (breast.train.ensemble, chest.train.ensemble) == (3, 1)  # the breastmnist section, not the others
     assert breast.eval.tta == chest.eval.tta == ["shift"] and adrenal.eval.tta == ["hflip", "vflip"]
     assert {breast.train.max_minutes, chest.train.max_minutes, adrenal.train.max_minutes} == {15}
 

@@ -46,3 +46,13 @@ def test_auto_records_its_choice(tmp_path, make_npz):
     cfg, _ = resolve_run(recipe="auto", overrides={"data": {"spec": str(data)}, "train": {"epochs": 1}})
     assert cfg.recipe == "auto:hires" and cfg.model.name == build_config(recipe="hires").model.name
     assert cfg.train.epochs == 1 and cfg.train.min_steps == 0, "the explicit value survives the recipe change"
+
+
+def test_best_gives_way_to_auto_on_data_it_was_not_measured_on(tmp_path, make_npz):
+    from medclass.training.run import resolve_run
+
+    data = make_npz(tmp_path / "unseen.npz", sizes=(6, 3, 3))
+    cfg, _ = resolve_run(recipe="best", overrides={"data": {"spec": str(data)}})
+    assert cfg.recipe.startswith("best>auto:") and cfg.train.max_minutes is None and cfg.train.ensemble == 1
+    measured = build_config(recipe="best", dataset="breastmnist", modality="ultrasound")
+    assert measured.fallback == "auto" and measured.train.ensemble == 3, "where it was measured, best holds"
