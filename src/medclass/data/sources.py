@@ -232,7 +232,9 @@ def _manifest_only(spec: str | Path, label_column: str | None, group_column: str
         raise DataError(f"{spec}: {', '.join(given)} applies to CSV manifests only; this source has no columns")
 
 
-def load_folder(path: str | Path, label_column: str | None = None, group_column: str | None = None, **kwargs: Any) -> Dataset:
+def load_folder(
+    path: str | Path, label_column: str | None = None, group_column: str | None = None, **kwargs: Any
+) -> Dataset:
     """Load a folder of class subfolders (``ROOT/<class>/*``), optionally under split folders.
 
     ``ROOT/{train,val,test}/<class>/...`` uses the given splits (a missing val/test split is carved
