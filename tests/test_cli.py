@@ -373,3 +373,27 @@ def test_set_reaches_the_run_and_explicit_epochs_win(run_cli, tmp_path, make_npz
     assert cfg["train"]["ema"] == 0 and cfg["augment"]["rotate"] == 3 and cfg["train"]["epochs"] == 1
     assert cfg["train"]["max_minutes"] is None, "null given on purpose replaces the config file's value"
     assert len((run / "history.csv").read_text().strip().splitlines()) == 1 + 1, "one epoch, as asked"
+
+
+def test_evaluate_reads_a_manifest_with_the_runs_label_column(run_cli, tmp_path, fast_config):
+    """A run trained on a manifest's ``subtype`` column is evaluated on that column, not on ``label``."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(60):
+        sub = ("normal", "bacteria", "virus")[i % 3]
+        pixels = rng.integers(0, 60, (12, 12)).astype(np.uint8)
+        pixels[4 * (i % 3) : 4 * (i % 3) + 4] += 150
+        Image.fromarray(pixels).save(tmp_path / "img" / f"{i:03d}.png")
+        rows.append(f"img/{i:03d}.png,{'NORMAL' if sub == 'normal' else 'PNEUMONIA'},{sub}")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,subtype\n" + "\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    res = run_cli("train", "--data", manifest, "--label-column", "subtype", "--config", fast_config, "-q", "--out", run)
+    assert res.code == 0, res.err
+    res = run_cli("evaluate", "--checkpoint", run, "--data", manifest, "--n-bootstrap", "10", "--out", tmp_path / "ev")
+    assert res.code == 0, res.err
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["task"] == "multiclass" and metrics["label_names"] == ["bacteria", "normal", "virus"]
+    support = [c["support"] for c in metrics["splits"]["test"]["per_class"]]
+    assert min(support) > 0 and sum(support) == metrics["splits"]["test"]["n"], "labels from subtype, all 3 classes"

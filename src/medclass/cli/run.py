@@ -88,14 +88,16 @@ def print_summary(metrics: dict[str, Any], split: str = "test") -> None:
         print_table(table, ["method", "AUC", "ACC"])
 
 
-def _split_options(run: Path) -> dict[str, Any]:
-    """The run's split settings, so a folder or manifest is split the way it was for training."""
+def _split_options(run: Path, data: str) -> dict[str, Any]:
+    """The run's split settings, so a folder or manifest is split (and a manifest labelled) as it was for training."""
     from medclass.config import read_yaml
 
     cfg = read_yaml(run / "config.yaml").get("data", {}) if (run / "config.yaml").is_file() else {}
     out = {"val": cfg.get("val_fraction", 0.1), "test": cfg.get("test_fraction", 0.2), "seed": cfg.get("split_seed", 0)}
     if "dedup" in cfg:
         out["dedup"] = bool(cfg["dedup"])
+    if Path(data).suffix.lower() == ".csv":
+        out.update({k: cfg[k] for k in ("label_column", "group_column") if cfg.get(k)})
     return out
 
 
@@ -106,7 +108,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from medclass.predict import Predictor
 
     predictor = Predictor.from_checkpoint(args.checkpoint, ensemble=args.ensemble, mc_samples=args.mc_dropout)
-    dataset = load_dataset(args.data, **_split_options(Path(args.checkpoint)), **predictor.prep.get("decode", {}))
+    dataset = load_dataset(
+        args.data, **_split_options(Path(args.checkpoint), args.data), **predictor.prep.get("decode", {})
+    )
     for split in dataset.splits.values():
         split.images = predictor.prepare(split.images.numpy(), where=args.data)
     splits = tuple(args.split)
