@@ -7,13 +7,13 @@ For each staged multi-class set and seed, trains
 * ``unweighted``: the same, with ``optim.class_weight: null`` (plain cross-entropy) given by ``--config``;
 * ``balanced``: the same, with ``optim.class_weight: balanced`` also for multi-class (the old default);
 
-and once per set the plain CNN (``/work/shared/tools/plain_cnn.py DATA.npz 30``) on the same split, exported
+and once per set the plain CNN (``../shared/tools/plain_cnn.py DATA.npz 30``) on the same split, exported
 from medclass to a MedMNIST-layout ``.npz`` in ``/tmp``. Records test and validation AUC / ACC / balanced
 accuracy and training minutes in ``bench/results/multiclass.json`` (resumable: recorded runs are skipped unless
 ``--force``) and writes the ``multiclass`` section of ``BENCHMARKS.md``.
 
 Usage:
-    MEDCLASS_DATA_DIR=/work/shared/data/medmnist python bench/multiclass.py \
+    MEDCLASS_DATA_DIR=../shared/data/medmnist python bench/multiclass.py \
         [--sets ham10000 kermany3 mednist] [--configs default unweighted balanced plain] [--seeds 0 1 2]
 """
 
@@ -39,8 +39,9 @@ from benchmd import update_section  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "multiclass.json"
 RUNS = ROOT / "runs" / "multiclass"
-PLAIN = Path("/work/shared/tools/plain_cnn.py")
-DATA = Path("/work/shared/data")
+SHARED = ROOT.parent / "shared"  # the staged data and tools beside the checkout
+PLAIN = SHARED / "tools" / "plain_cnn.py"
+DATA = SHARED / "data"
 #: name -> (data spec, extra ``medclass train`` flags, keyword options of ``load_dataset``)
 SETS: dict[str, tuple[str, list[str], dict]] = {
     "ham10000": (str(DATA / "ham10000" / "labels.csv"), ["--image-size", "28"], {"image_size": 28}),
@@ -162,7 +163,9 @@ def train_run(name: str, config: str, seed: int) -> dict:
     saved = (out / "config.yaml").read_text()
     recipe = re.search(r"^recipe: *(.+)$", saved, re.M)
     return {
-        "command": " ".join(args[:-4] + args[-2:] if CONFIGS[config] is None else args).replace(str(ROOT) + "/", ""),
+        "command": " ".join(args[:-4] + args[-2:] if CONFIGS[config] is None else args)
+        .replace(str(ROOT) + "/", "")
+        .replace(str(ROOT.parent) + "/", "../"),
         "recipe": recipe.group(1).strip() if recipe else None,
         "test": _scores(metrics["splits"]["test"]),
         "val": _scores(metrics["splits"]["val"]),
@@ -203,7 +206,7 @@ def plain_run(name: str) -> dict:
     nums = [float(v) for v in re.findall(r"[-+]?\d*\.\d+(?:e[-+]?\d+)?|\d+", tail)]
     val_auc, auc, acc, ba = nums[0], nums[1], nums[2], nums[3]
     return {
-        "command": f"python {PLAIN} {npz} {PLAIN_EPOCHS}",
+        "command": f"python {PLAIN} {npz} {PLAIN_EPOCHS}".replace(str(ROOT.parent) + "/", "../"),
         "test": {"auc": auc, "acc": acc, "balanced_accuracy": ba},
         "val": {"auc": val_auc},
         "minutes": round((time.time() - t0) / 60, 2),
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun runs already recorded")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the BENCHMARKS.md section")
     args = parser.parse_args(argv)
-    command = "MEDCLASS_DATA_DIR=/work/shared/data/medmnist python bench/multiclass.py"
+    command = "MEDCLASS_DATA_DIR=../shared/data/medmnist python bench/multiclass.py"
     results = _load()
     if not args.report_only:
         for seed in args.seeds:  # seed by seed: the first seed of every set and config comes first
