@@ -17,6 +17,7 @@ Threads follow ``OMP_NUM_THREADS``; the table states the count used.
 Usage:
     OMP_NUM_THREADS=1 python bench/leaderboard.py [--datasets pneumoniamnist breastmnist mednist64]
         [--models smallcnn capsnet ...] [--seeds 0 1 2] [--minutes 1.5]
+    OMP_NUM_THREADS=1 python bench/leaderboard.py --minutes 0 --seeds 0   # no budget: the full schedule
     python bench/leaderboard.py --datasets ... --inference-only   # inference again, this process's threads
 """
 
@@ -98,12 +99,22 @@ def _reference_lines(dataset: str, columns: int) -> list[str]:
     return lines
 
 
-def render(saved: dict[str, dict], *, gpu: bool = False) -> str:
+def render(saved: dict[str, dict], *, mode: str = "budget") -> str:
     """Markdown: one table per dataset recorded in ``saved`` (dataset: {"command", "threads", "results"}).
 
-    ``gpu`` tables have no budget and no CPU inference column; their minutes are GPU training minutes.
+    ``mode`` is ``budget`` (CPU, ``--minutes`` per run), ``full`` (CPU, no budget: ``--minutes 0``) or
+    ``gpu`` (no budget, no CPU inference column; its minutes are GPU training minutes).
     """
-    if gpu:
+    gpu = mode == "gpu"
+    if mode == "full":
+        head = (
+            "**What this table measures: the accuracy each architecture reaches when trained to the end of the default "
+            "recipe's schedule on the CPU** (12 epochs and at least 1,000 steps of 64 images; no time budget). "
+            f"{platform.machine()}, {os.cpu_count()} cores, one thread per run. Test split; CPU training minutes; "
+            "inference as in the budget table."
+        )
+        columns = ["model", "seeds", "test AUC", "test ACC", "params", "CPU train min", "infer img/s"]
+    elif gpu:
         head = (
             "Each model trained with the default recipe's full schedule (no time budget) on one GPU, "
             "several runs side by side: the accuracy each architecture reaches when compute is not the limit."
@@ -157,26 +168,31 @@ def render(saved: dict[str, dict], *, gpu: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _saved(gpu: bool) -> dict[str, dict]:
-    """The saved results, dataset: entry, from ``leaderboard-<dataset>.json`` (or ``leaderboard-gpu-...``)."""
-    prefix = "leaderboard-gpu-" if gpu else "leaderboard-"
+PREFIX = {"budget": "leaderboard-", "full": "leaderboard-full-", "gpu": "leaderboard-gpu-"}
+
+
+def _saved(mode: str) -> dict[str, dict]:
+    """The saved results, dataset: entry, from ``leaderboard-[full-|gpu-]<dataset>.json``."""
+    prefix = PREFIX[mode]
+    others = tuple(p for p in PREFIX.values() if p != prefix and p.startswith(prefix))
     saved = {
         f.stem.removeprefix(prefix): json.loads(f.read_text())
         for f in RESULTS.glob(f"{prefix}*.json")
-        if gpu or not f.stem.startswith("leaderboard-gpu-")
+        if not f.name.startswith(others)
     }
     order = {"pneumoniamnist": 0, "breastmnist": 1}
     return dict(sorted(saved.items(), key=lambda kv: (order.get(kv[0], 2), kv[0])))
 
 
 def render_all() -> None:
-    """Rewrite the ``leaderboard`` (CPU) and ``leaderboard-gpu`` sections of ``BENCHMARKS.md`` from saved results."""
-    for gpu, name, heading in (
-        (False, "leaderboard", "Leaderboard: architectures side by side"),
-        (True, "leaderboard-gpu", "Leaderboard without a time budget (GPU)"),
+    """Rewrite the ``leaderboard`` sections (CPU budget, CPU full schedule, GPU) of ``BENCHMARKS.md``."""
+    for mode, name, heading in (
+        ("budget", "leaderboard", "Leaderboard: architectures side by side"),
+        ("full", "leaderboard-full", "Leaderboard without a time budget (CPU): what each architecture reaches"),
+        ("gpu", "leaderboard-gpu", "Leaderboard without a time budget (GPU)"),
     ):
-        if saved := _saved(gpu):
-            update_section(name, heading, render(saved, gpu=gpu))
+        if saved := _saved(mode):
+            update_section(name, heading, render(saved, mode=mode))
 
 
 def _test_images(dataset: str, data_root: str) -> tuple[str, int | None, dict, object]:
@@ -217,7 +233,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "breastmnist"])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--minutes", type=float, default=1.5, help="training budget per run (CPU)")
+    ap.add_argument("--minutes", type=float, default=1.5, help="training budget per run (CPU); 0: no budget")
     ap.add_argument("--device", default="cpu", help="cuda: train without a budget on the GPU, no inference timing")
     ap.add_argument("--results", help="results file (default bench/results/leaderboard[-gpu]-<dataset>.json)")
     ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from saved results")
@@ -237,10 +253,11 @@ def main() -> None:
         return
     command = "python bench/leaderboard.py " + " ".join(sys.argv[1:])
     gpu = args.device != "cpu"
+    mode = "gpu" if gpu else "full" if not args.minutes else "budget"
     import torch
 
     for dataset in args.datasets:
-        file = Path(args.results) if args.results else RESULTS / f"leaderboard{'-gpu' if gpu else ''}-{dataset}.json"
+        file = Path(args.results) if args.results else RESULTS / f"{PREFIX[mode]}{dataset}.json"
         entry = json.loads(file.read_text()) if file.exists() else {"results": {}}
         entry.update(command=command, threads=torch.get_num_threads())
         if gpu:
@@ -255,11 +272,12 @@ def main() -> None:
                 if str(seed) in runs:
                     continue
                 with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-                    budget = "" if gpu else f"  max_minutes: {args.minutes}\n"
+                    budget = f"  max_minutes: {args.minutes}\n" if mode == "budget" else ""
                     fh.write(data_yaml + f"train:\n  device: {args.device}\n" + budget)
                 try:
                     size = image_size(model, native)
-                    out = Path(args.out) / f"{dataset}-{model.replace('/', '_')}-s{seed}"
+                    tag = "" if mode == "budget" else f"{mode}-"
+                    out = Path(args.out) / f"{tag}{dataset}-{model.replace('/', '_')}-s{seed}"
                     cli = ["--data", spec, "--model", model, "--recipe", "default", "--seed", str(seed)]
                     resize = size != native or dataset in FOLDERS
                     cli += ["--config", fh.name] + (["--image-size", str(size)] if resize else [])

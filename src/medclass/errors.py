@@ -28,6 +28,10 @@ class ModelError(MedclassError):
     """A model name, architecture or checkpoint is invalid."""
 
 
+class TrainingDiverged(MedclassError):
+    """The training loss became NaN or infinite: the settings (learning rate, precision) do not train this data."""
+
+
 class UndefinedMetricWarning(UserWarning):
     """A metric is undefined for the given data (e.g. one class only); its value is NaN.
 

@@ -258,6 +258,27 @@ def test_device_auto_is_the_cpu_without_a_gpu_and_a_missing_gpu_is_a_clear_error
     assert res.code == 2 and "train.device: 'cuda:0' asked for, but PyTorch sees no CUDA GPU" in res.err
 
 
+def test_auto_precision_keeps_3d_models_in_fp32_on_the_cpu():
+    """bf16 3D convolutions diverged on AdrenalMNIST3D; ``auto`` uses bf16 only for 2D, an explicit bf16 is obeyed."""
+    from medclass.training.loop import autocast_dtype
+
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert autocast_dtype("auto", "cpu", spatial_dims=3) is None
+    assert autocast_dtype("auto", "cpu", spatial_dims=2) == (torch.bfloat16 if native else None)
+    assert autocast_dtype("bf16", "cpu", spatial_dims=3) == torch.bfloat16
+    assert autocast_dtype("fp32", "cpu", spatial_dims=2) is None
+
+
+def test_a_diverging_run_stops_with_a_one_line_error(tmp_path, make_npz, run_cli, fast_config):
+    """A NaN loss ends training at once with advice, instead of a metric error after a wasted epoch."""
+    data = make_npz(tmp_path / "a.npz", sizes=(48, 16, 16), size=12)
+    res = run_cli(
+        "train", "--data", data, "--config", fast_config, "--out", tmp_path / "r", "--lr", "1e30", "--set", "optim.grad_clip=0"
+    )
+    assert res.code == 2, res.err
+    assert "training loss became nan" in res.err and "train.precision=fp32" in res.err and "Traceback" not in res.err
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_on_a_gpu_matches_the_task_and_saves_cpu_weights(tmp_path, make_npz, run_cli, fast_config):
     """On a GPU: train with augmentation, class weights and bf16 autocast; the checkpoint loads on the CPU."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from torch import nn
 from medclass import checkpoint
 from medclass.config import DataConfig, RunConfig, config_from_dict, dump_yaml
 from medclass.data.dataset import Dataset, Split, balanced_order, iterate_batches, label_counts
-from medclass.errors import ConfigError
+from medclass.errors import ConfigError, TrainingDiverged
 from medclass.inference import model_device, predict_logits, to_input
 from medclass.metrics import medmnist
 from medclass.models import build_model
@@ -61,14 +62,20 @@ def preprocessing_for(dataset: Dataset, data: DataConfig | None = None) -> dict[
     return prep
 
 
-def autocast_dtype(precision: str, device: torch.device | str = "cpu") -> torch.dtype | None:
-    """bf16 when asked, or when ``auto`` and the device has native bf16 kernels; else None (fp32)."""
+def autocast_dtype(precision: str, device: torch.device | str = "cpu", spatial_dims: int = 2) -> torch.dtype | None:
+    """bf16 when asked, or when ``auto`` and the device has native bf16 kernels; else None (fp32).
+
+    ``auto`` keeps 3D models in fp32 on the CPU: oneDNN's bf16 3D convolution backward gave NaN
+    weights after one step of the default recipe on AdrenalMNIST3D (AVX-512 BF16 CPU).
+    """
     if precision == "bf16":
         return torch.bfloat16
     if precision != "auto":
         return None
     if torch.device(device).type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if spatial_dims == 3:
+        return None
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
@@ -207,6 +214,11 @@ def train_one_epoch(
         if ema is not None:
             ema.update(model)
         loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(
+                f"training loss became {loss_value} after {count} images of this epoch: "
+                "lower optim.lr, or set train.precision=fp32 if bf16 was used"
+            )
         total += loss_value * len(labels)
         count += len(labels)
         if on_step:
@@ -370,7 +382,7 @@ def fit(
     mixer = Mixer(task, dataset.num_classes, mixup_alpha=a.mixup, cutmix_alpha=a.cutmix) if a.enabled else None
     loss_kwargs = loss_options(cfg, train_split, task, dataset.num_classes)
     loss_kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in loss_kwargs.items()}
-    amp = autocast_dtype(tc.precision, device)
+    amp = autocast_dtype(tc.precision, device, dataset.spatial_dims)
     history: list[dict[str, Any]] = []
     best, start_epoch = -np.inf, 0
 
