@@ -4,6 +4,7 @@ The public API, loaded on first use (``import medclass`` itself imports nothing 
 
     run = medclass.train("breastmnist", epochs=1)      # a calibrated, thresholded run folder
     predictor = medclass.load(run.path)                # predict_proba(images) -> (N, C)
+    enc = medclass.pretrain("pneumoniamnist", "simclr")  # an encoder from unlabelled images; train(init_from=enc.path)
     model = medclass.create_model("resnet18_28", in_chans=1, num_classes=2)
     medclass.list_models("vit*"); medclass.load_dataset("pneumoniamnist")
 """
@@ -14,13 +15,26 @@ import logging
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Predictor", "Run", "__version__", "create_model", "list_models", "load", "load_dataset", "train"]
+__all__ = [
+    "Predictor",
+    "Run",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load",
+    "load_dataset",
+    "pretrain",
+    "probe",
+    "train",
+]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _LAZY = {
     "train": "medclass.api",
     "load": "medclass.api",
+    "pretrain": "medclass.api",
+    "probe": "medclass.api",
     "Run": "medclass.api",
     "Predictor": "medclass.predict",
     "create_model": "medclass.models",

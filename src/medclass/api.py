@@ -36,9 +36,13 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
     "label_column": ("data", "label_column"),
     "group_column": ("data", "group_column"),
     "init_from": ("model", "init_from"),
+    "labels": ("data", "labels"),
+    "label_seed": ("data", "label_seed"),
+    "semi": ("semi", "method"),
+    "unlabeled": ("semi", "unlabeled"),
     "target_sensitivity": ("eval", "target_sensitivity"),
 }
-_SECTIONS = ("optim", "augment", "train", "eval", "per_modality")
+_SECTIONS = ("data", "model", "optim", "augment", "train", "eval", "pretrain", "semi", "per_modality")
 
 
 class Run:
@@ -98,7 +102,7 @@ def overrides_from(
 
     out: dict[str, Any] = {"data": {"spec": data}, "model": {"name": model, "members": [] if model else None}}
     for key, value in (options or {}).items():
-        if key in SHORTCUTS:
+        if key in SHORTCUTS and not (key in _SECTIONS and isinstance(value, dict)):  # semi="fixmatch" or semi={...}
             section, name = SHORTCUTS[key]
             out.setdefault(section, {})[name] = value
             continue
@@ -169,6 +173,107 @@ def train(
     path = Path(out) if out is not None else default_out(cfg)
     run_training(cfg, dataset, path, resume=resume, progress=progress)
     return Run(path)
+
+
+def pretrain(
+    data: str | Path,
+    method: str | None = None,
+    model: str | None = None,
+    out: str | Path | None = None,
+    *,
+    unlabeled: list[str] | None = None,
+    recipe: str = "auto",
+    config: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> Run:
+    """Pretrain an encoder without labels (self-supervised) and probe it on the task's labels.
+
+    Args:
+        data: The task's data; only its training images are pretrained on.
+        method: ``simclr``, ``byol``, ``mim``, ``rotation`` (2D) or ``slice_order`` (3D); ``None``: the recipe's.
+        model: Registry name or ``timm/<name>``; ``None`` keeps the recipe's.
+        out: Run folder (default ``runs/<data>-<model>-<time>``); ``train(init_from=out)`` starts from it.
+        unlabeled: Further data specs pooled without labels (copies of the task's val/test images dropped).
+        recipe: As for :func:`train`; its ``pretrain`` section holds the method's settings.
+        config: A YAML file applied over the recipe.
+        resume: Continue the run in ``out`` from its last checkpoint.
+        progress: Allow a progress bar (only on a terminal).
+        **overrides: As for :func:`train`; ``epochs``, ``batch_size`` and ``lr`` set the ``pretrain`` section's.
+
+    Returns:
+        The :class:`Run`; ``run.metrics["probe"]`` holds the linear and k-NN probes.
+    """
+    from medclass.ssl.run import run_pretraining
+    from medclass.training.run import default_out, resolve_run
+
+    options = dict(overrides)
+    section = dict(options.pop("pretrain", None) or {})
+    for key in ("epochs", "batch_size", "lr"):
+        if options.get(key) is not None:
+            section[key] = options.pop(key)
+    if method is not None:
+        section["method"] = method
+    if unlabeled:
+        section["unlabeled"] = [str(u) for u in unlabeled]
+    if resume:
+        from medclass.data.sources import load_configured
+        from medclass.training.loop import resume_config
+
+        if out is None or not (Path(out) / "config.yaml").is_file():
+            raise DataError(f"{out or 'out'}: nothing to resume (no config.yaml); give the run's folder")
+        cfg = resume_config(out)
+        dataset = load_configured(cfg.data)
+    else:
+        options["pretrain"] = section
+        cfg, dataset = resolve_run(
+            recipe=recipe, config_file=config, overrides=overrides_from(data=str(data), model=model, options=options)
+        )
+    path = Path(out) if out is not None else default_out(cfg)
+    run_pretraining(cfg, dataset, path, resume=resume, progress=progress)
+    return Run(path)
+
+
+def probe(
+    run: str | Path,
+    data: str | Path,
+    kinds: tuple[str, ...] = ("linear", "knn"),
+    *,
+    labels: float | None = None,
+    label_seed: int = 0,
+) -> dict[str, Any]:
+    """Measure a run's frozen encoder on labelled data with linear and/or k-NN probes.
+
+    Args:
+        run: A pretraining run (or any run: its backbone is probed).
+        data: Labelled data, split as for training (``val`` chooses the linear probe's regularisation).
+        kinds: ``linear``, ``knn``.
+        labels: Fit the probes on this many training labels (or this share), a stratified patient-grouped subset.
+        label_seed: Seed of that subset.
+
+    Returns:
+        ``{kind: {"val"|"test": {"auc", "acc", "n"}}}``.
+    """
+    from medclass.data.sources import load_dataset
+    from medclass.ssl.probe import probe_run
+
+    if (Path(run) / "config.yaml").is_file():  # split and size the data as the run did
+        from medclass.data.sources import load_configured
+        from medclass.training.loop import resume_config
+
+        cfg = resume_config(run)
+        cfg.data.spec, cfg.data.label_column, cfg.data.group_column = str(data), None, None
+        dataset = load_configured(cfg.data)
+    else:
+        prep = json.loads((Path(run) / "model.json").read_text(encoding="utf-8"))["preprocessing"]
+        dataset = load_dataset(str(data), image_size=prep.get("input_shape", [None])[-1])
+    rows = None
+    if labels is not None:
+        from medclass.data.labelled import label_subset
+
+        rows = label_subset(dataset.splits["train"], labels, label_seed, dataset.task, dataset.num_classes)[0]
+    return probe_run(run, dataset, kinds, train_rows=rows)
 
 
 def load(run_dir: str | Path, engine: str = "torch", **kwargs: Any) -> Predictor:

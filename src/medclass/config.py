@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 import yaml
 
+from medclass.config_types import check_type
 from medclass.errors import ConfigError
 
 
@@ -55,6 +55,10 @@ class DataConfig:
             in one split (``None``: ``patient_id``, else ``group_id`` when the manifest has one).
         positive_class: Name of the class that is the finding in a binary task (sensitivity, operating
             point, referral, triage); ``None`` takes the catalog's, else the second class.
+        labels: Keep the labels of only this many training images (a number >= 1) or this share of them
+            (below 1): a stratified subset drawn whole by patient; the rest of the training split is
+            unlabelled (used by ``semi``, dropped otherwise). ``None`` keeps every label.
+        label_seed: Seed of that draw (kept apart from the training seed, so methods share a subset).
     """
 
     spec: str = "pneumoniamnist"
@@ -73,6 +77,8 @@ class DataConfig:
     label_column: str | None = None
     group_column: str | None = None
     positive_class: str | None = None
+    labels: float | None = None
+    label_seed: int = 0
 
     def file_options(self) -> dict[str, Any]:
         """Keyword options for folder and manifest sources (:func:`medclass.data.sources.load_files`)."""
@@ -254,6 +260,109 @@ class EvalConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Self-supervised pretraining (``medclass pretrain``): an encoder learnt from images without labels.
+
+    Attributes:
+        method: ``simclr`` (NT-Xent between two views), ``byol`` (an online network predicts a momentum
+            target's projection of the other view), ``mim`` (masked image modelling: masked patches
+            reconstructed from the feature map), ``rotation`` (2D: which of four quarter turns) or
+            ``slice_order`` (3D: the order of three shuffled slabs along depth).
+        epochs: Passes over the pooled images.
+        min_steps: Raise the epoch count until at least this many optimiser steps run.
+        batch_size: Images per step (each gives two views for ``simclr`` and ``byol``).
+        lr: Peak learning rate (AdamW, warm-up then cosine decay).
+        weight_decay: AdamW weight decay.
+        warmup_epochs: Linear warm-up length.
+        temperature: NT-Xent temperature (``simclr``).
+        proj_dim: Output size of the projection head (``simclr``, ``byol``).
+        momentum: Starting momentum of the BYOL target network (raised to 1 on a cosine).
+        mask_ratio: Share of patches masked (``mim``).
+        mask_patch: Side of a masked patch in pixels (``mim``).
+        unlabeled: Further data specs whose images join the pool (labels ignored).
+        copy_correlation: A pooled image whose grey thumbnail (whole or centrally cropped) correlates this
+            well with a validation or test image's is a copy of it and is dropped
+            (:mod:`medclass.data.unlabeled`).
+        views: The augmentation that makes each view.
+    """
+
+    method: Literal["simclr", "byol", "mim", "rotation", "slice_order"] = "simclr"
+    epochs: int = 30
+    min_steps: int = 0
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 2.0
+    temperature: float = 0.2
+    proj_dim: int = 128
+    momentum: float = 0.99
+    mask_ratio: float = 0.5
+    mask_patch: int = 4
+    unlabeled: list[str] = field(default_factory=list)
+    copy_correlation: float = 0.95
+    views: AugmentConfig = field(
+        default_factory=lambda: AugmentConfig(
+            enabled=True,
+            translate=0.1,
+            rotate=15.0,
+            scale=0.2,
+            crop=0.6,
+            brightness=0.3,
+            contrast=0.3,
+            gamma=0.3,
+            blur=0.5,
+            noise=0.03,
+        )
+    )
+
+
+@dataclass
+class SemiConfig:
+    """Semi-supervised training: labelled and unlabelled images in every step (``train --semi``).
+
+    Attributes:
+        method: ``none``, ``fixmatch`` (pseudo-labels from a weak view, above ``threshold``, train the
+            strong view), ``meanteacher`` (consistency with an EMA teacher) or ``pseudolabel``
+            (confident predictions of the model itself as targets).
+        unlabeled: Further data specs whose images are unlabelled (besides the training images whose
+            labels ``data.labels`` held back).
+        threshold: Confidence a pseudo-label needs (``fixmatch``, ``pseudolabel``).
+        weight: Weight of the unlabelled loss.
+        ratio: Unlabelled images per labelled image in a step.
+        fairness: How rare classes keep their pseudo-labels: ``distribution_alignment`` (scale the
+            predictions by the labelled class prior over their running mean), ``classwise`` (each class's
+            threshold scaled by how well it is learnt) or ``none``.
+        teacher_ema: EMA decay of the Mean Teacher.
+        rampup_epochs: The unlabelled weight rises from 0 over these epochs.
+        strong: The strong view's augmentation (``fixmatch``).
+    """
+
+    method: Literal["none", "fixmatch", "meanteacher", "pseudolabel"] = "none"
+    unlabeled: list[str] = field(default_factory=list)
+    threshold: float = 0.95
+    weight: float = 1.0
+    ratio: int = 3
+    fairness: Literal["none", "distribution_alignment", "classwise"] = "distribution_alignment"
+    teacher_ema: float = 0.99
+    rampup_epochs: float = 5.0
+    strong: AugmentConfig = field(
+        default_factory=lambda: AugmentConfig(
+            enabled=True,
+            translate=0.12,
+            rotate=20.0,
+            scale=0.2,
+            crop=0.7,
+            brightness=0.4,
+            contrast=0.4,
+            gamma=0.3,
+            blur=0.6,
+            noise=0.05,
+            policy="trivial",
+        )
+    )
+
+
+@dataclass
 class RunConfig:
     """The whole, resolved configuration of one run.
 
@@ -275,99 +384,13 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    semi: SemiConfig = field(default_factory=SemiConfig)
     per_modality: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, ready for YAML/JSON."""
         return asdict(self)
-
-
-def _check_choice(value: Any, choices: tuple[Any, ...], where: str, *, nullable: bool = False) -> Any:
-    """``value`` as one of ``choices`` (a ``Literal``'s values), matched exactly, then ignoring case.
-
-    With ``nullable``, the text ``none`` or ``null`` (as ``--set key=none`` gives) is ``None`` too.
-
-    Raises:
-        ConfigError: Any other value, with a one-line message that lists the choices.
-    """
-    if value in choices and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        for choice in choices:
-            if isinstance(choice, str) and choice.lower() == value.lower():
-                return choice
-        if nullable and value.lower() in ("none", "null"):
-            return None
-    allowed = ", ".join(str(c) for c in choices) + (", null" if nullable else "")
-    raise ConfigError(f"{where}: {value!r} is not one of {allowed}")
-
-
-def _check_literal(value: Any, hint: Any, where: str) -> tuple[bool, Any]:
-    """Check ``value`` against a ``Literal`` hint (also ``Literal[...] | None`` and ``list[Literal[...]]``).
-
-    Returns:
-        ``(True, checked value)``, or ``(False, None)`` when ``hint`` holds no ``Literal``.
-    """
-    origin, args = get_origin(hint), get_args(hint)
-    if origin is Literal:
-        if value is None:
-            raise ConfigError(f"{where}: null is not allowed (use one of {', '.join(str(a) for a in args)})")
-        return True, _check_choice(value, args, where)
-    if origin in (Union, types.UnionType):
-        literals = [a for a in args if get_origin(a) is Literal]
-        if len(literals) == 1 and set(args) <= {literals[0], type(None)}:
-            if value is None and type(None) in args:
-                return True, None
-            return True, _check_choice(value, get_args(literals[0]), where, nullable=type(None) in args)
-    if origin is list and len(args) == 1 and get_origin(args[0]) is Literal:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return True, [_check_choice(v, get_args(args[0]), f"{where}[{i}]") for i, v in enumerate(value)]
-    return False, None
-
-
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Coerce ``value`` to the annotated type where that is lossless, else raise ConfigError.
-
-    A ``Literal`` (enum-like) field takes only its listed values: ``train.select_metric: 'aucc' is not one of
-    auc, acc, loss``, where ``where`` names the file (or ``command line``) the value came from.
-    """
-    is_literal, checked = _check_literal(value, hint, where)
-    if is_literal:
-        return checked
-    text = str(hint)
-    if text.startswith("dict"):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if value is None:
-        if "None" in text:
-            return None
-        raise ConfigError(f"{where}: null is not allowed")
-    if text.startswith("list"):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [float(v) for v in value] if "float" in text else list(value)
-    if "bool" in text:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if "int" in text and "str" in text:  # e.g. frame: "middle" or an index
-        return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else str(value)
-    if "int" in text and "float" not in text:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if "float" in text:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if "str" in text:
-        return str(value)
-    return value
 
 
 def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
@@ -383,7 +406,7 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
         if dataclasses.is_dataclass(current):
             _merge(current, value, f"{where}.{key}")
         else:
-            setattr(obj, key, _check_type(value, hints[key], f"{where}.{key}"))
+            setattr(obj, key, check_type(value, hints[key], f"{where}.{key}"))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

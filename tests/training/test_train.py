@@ -273,7 +273,17 @@ def test_a_diverging_run_stops_with_a_one_line_error(tmp_path, make_npz, run_cli
     """A NaN loss ends training at once with advice, instead of a metric error after a wasted epoch."""
     data = make_npz(tmp_path / "a.npz", sizes=(48, 16, 16), size=12)
     res = run_cli(
-        "train", "--data", data, "--config", fast_config, "--out", tmp_path / "r", "--lr", "1e30", "--set", "optim.grad_clip=0"
+        "train",
+        "--data",
+        data,
+        "--config",
+        fast_config,
+        "--out",
+        tmp_path / "r",
+        "--lr",
+        "1e30",
+        "--set",
+        "optim.grad_clip=0",
     )
     assert res.code == 2, res.err
     assert "training loss became nan" in res.err and "train.precision=fp32" in res.err and "Traceback" not in res.err

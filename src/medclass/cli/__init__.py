@@ -1,6 +1,7 @@
 """The ``medclass`` command line: a thin layer over :mod:`medclass.api` and the engines.
 
-Commands live one group per module (:mod:`.catalog`, :mod:`.run`, :mod:`.data`, :mod:`.explain`, :mod:`.deploy`).
+Commands live one group per module (:mod:`.catalog`, :mod:`.run`, :mod:`.pretrain`, :mod:`.data`, :mod:`.explain`,
+:mod:`.deploy`).
 Messages go through :mod:`logging` to stderr (``-v`` more, ``-q`` less), results to stdout. A user error prints one
 line on stderr naming the file and the problem and exits with status 2.
 """
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from medclass.cli.data import add_data_commands
     from medclass.cli.deploy import add_deploy_commands
     from medclass.cli.explain import add_explain_command
+    from medclass.cli.pretrain import add_pretrain_command
     from medclass.cli.run import add_run_commands
 
     p = argparse.ArgumentParser(
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parents = [verbosity_parent()]
     add_catalog_commands(sub, parents, HelpFormatter)
     add_run_commands(sub, parents, HelpFormatter)
+    add_pretrain_command(sub, parents, HelpFormatter)
     add_data_commands(sub, parents, HelpFormatter)
     add_explain_command(sub, parents, HelpFormatter)
     add_deploy_commands(sub, parents, HelpFormatter)

@@ -73,3 +73,20 @@ def print_table(rows: list[list[Any]], header: list[str]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         if j == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def set_options(items: list[str] | None) -> dict[str, Any]:
+    """``--set section.key=value`` items as dotted options of :mod:`medclass.api` (``{"train.ema": 0}``)."""
+    from medclass.config import parse_set
+
+    return _dotted(parse_set(items or []))
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and prefix.count(".") < 1 and key != "per_modality":
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -9,14 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medclass.cli.common import print_table
+from medclass.cli.common import print_table, set_options
 from medclass.errors import MedclassError
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """The values the user gave on the command line, as :func:`medclass.api.train` options (flags, then ``--set``)."""
-    from medclass.config import parse_set
-
     options: dict[str, Any] = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -31,20 +29,14 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "positive_class": args.positive_class,
         "label_column": args.label_column,
         "group_column": args.group_column,
+        "labels": args.labels,
+        "label_seed": args.label_seed,
+        "semi": args.semi,
+        "unlabeled": args.unlabeled,
     }
     options = {k: v for k, v in options.items() if v is not None}
-    options.update(_dotted(parse_set(args.set or [])))  # null given on purpose stays null
+    options.update(set_options(args.set))  # null given on purpose stays null
     return options
-
-
-def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value and prefix.count(".") < 1 and key != "per_modality":
-            out.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -101,7 +93,27 @@ def _split_options(run: Path, data: str) -> dict[str, Any]:
     return out
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """``evaluate --probe``: the run's frozen encoder measured with linear and/or k-NN probes."""
+    import medclass.api as api
+    from medclass.utils.files import write_json
+
+    result = api.probe(args.checkpoint, args.data, tuple(args.probe), labels=args.labels, label_seed=args.label_seed)
+    rows = [
+        [kind, split, f"{m['auc']:.4f}", f"{m['acc']:.4f}", str(m["n"])]
+        for kind, splits in result.items()
+        for split, m in splits.items()
+        if split in args.split or split == "val"
+    ]
+    print_table(rows, ["probe", "split", "AUC", "ACC", "n"])
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"probe-{Path(args.data).stem}"
+    write_json(out / "probe.json", {"data": Path(args.data).name, "labels": args.labels, "probe": result})
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.probe:
+        return cmd_probe(args)
     from medclass.config import EvalConfig
     from medclass.data.sources import load_dataset
     from medclass.evaluate import evaluate_model, fit_post_training, write_evaluation
@@ -233,6 +245,18 @@ def add_run_commands(sub: Any, parents: list[argparse.ArgumentParser], formatter
     t.add_argument(
         "--ensemble-size", type=int, metavar="K", help="train K models and keep their average (a deep ensemble)"
     )
+    t.add_argument(
+        "--labels", type=float, metavar="N|FRACTION", help="keep the labels of N training images (or a share below 1)"
+    )
+    t.add_argument("--label-seed", type=int, help="seed of the stratified, patient-grouped labelled subset (default 0)")
+    t.add_argument(
+        "--semi",
+        choices=["none", "fixmatch", "meanteacher", "pseudolabel"],
+        help="semi-supervised method for the unlabelled images (default none)",
+    )
+    t.add_argument(
+        "--unlabeled", action="append", metavar="SPEC", help="more unlabelled data for --semi (repeat; labels ignored)"
+    )
     t.add_argument("--device", help="auto (a CUDA GPU when there is one), cpu or cuda[:N]")
     t.add_argument("--target-sensitivity", type=float, help="choose the operating point for this sensitivity on val")
     t.add_argument("--out", help="run folder (default runs/<data>-<model>-<time>)")
@@ -250,6 +274,14 @@ def add_run_commands(sub: Any, parents: list[argparse.ArgumentParser], formatter
         action="store_true",
         help="also score the test split under noise, blur, contrast, brightness, JPEG and pixelation at 5 severities",
     )
+    e.add_argument(
+        "--probe",
+        nargs="+",
+        choices=["linear", "knn"],
+        help="measure the run's frozen encoder (e.g. a pretraining run) with these probes instead",
+    )
+    e.add_argument("--labels", type=float, metavar="N|FRACTION", help="--probe: fit on this many training labels")
+    e.add_argument("--label-seed", type=int, default=0, help="--probe: seed of that labelled subset")
     _add_uncertainty_options(e)
     e.set_defaults(func=cmd_evaluate)
 

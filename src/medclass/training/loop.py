@@ -31,6 +31,7 @@ from medclass.inference import model_device, predict_logits, to_input
 from medclass.metrics import medmnist
 from medclass.models import build_model
 from medclass.tasks import logits_to_probs, num_outputs, prior_logit_offset, task_loss
+from medclass.training.semi import SemiObjective, build_objective
 from medclass.training.transfer import set_frozen_eval
 from medclass.transforms import Compose, build_augment
 from medclass.transforms.histogram import apply_equalize, equalize_options
@@ -183,16 +184,20 @@ def train_one_epoch(
     balanced: bool = False,
     mixer: Mixer | None = None,
     deadline: float | None = None,
+    semi: SemiObjective | None = None,
 ) -> float:
     """One pass over ``split`` in random order (or class-balanced draws); returns the mean training loss.
 
     Rows are read and augmented on the CPU (randomness from ``generator``); each batch then moves to
     the model's device. With ``deadline`` (a ``time.perf_counter()`` value), the pass ends early
-    after the step that reaches it.
+    after the step that reaches it. With ``semi``, each step appends its unlabelled views to the batch
+    (one forward pass) and adds their weighted loss to the supervised one (the loss returned is the sum).
     """
     device = model_device(model)
     model.train()
     set_frozen_eval(model)
+    if semi is not None:
+        semi.sync_modes(model)
     total, count = 0.0, 0
     order = balanced_order(split.labels, generator) if balanced else None
     for images, labels, _ in iterate_batches(split, batch_size, shuffle=True, generator=generator, order=order):
@@ -201,10 +206,15 @@ def train_one_epoch(
         x = augment(to_input(images, prep), generator)
         if mixer:
             x, labels = mixer(x, labels, generator)
+        n, unlabelled = len(x), semi.draw(len(x), generator) if semi is not None else None
+        if unlabelled is not None:
+            x = torch.cat([x, unlabelled.inputs])
         x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)  # no-op on the CPU
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             logits = model(x)
-        loss = task_loss(logits, labels, task, **loss_kwargs)
+        loss = task_loss(logits[:n], labels, task, **loss_kwargs)
+        if unlabelled is not None:
+            loss = loss + semi.loss(logits[n:], unlabelled)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -213,6 +223,8 @@ def train_one_epoch(
         scheduler.step()
         if ema is not None:
             ema.update(model)
+        if semi is not None:
+            semi.after_step(model)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise TrainingDiverged(
@@ -230,9 +242,10 @@ def train_one_epoch(
 
 def _log_epoch(row: dict[str, Any], epochs: int, level: int = logging.INFO) -> None:
     """One log line for a finished epoch (its history row): losses, validation AUC and ACC, learning rate, time."""
+    semi = f", mask rate {row['mask_rate']:.3f}" if "mask_rate" in row else ""
     log.log(
         level,
-        "epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.4f, val ACC %.4f, lr %.3g, %.1f s",
+        "epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.4f, val ACC %.4f, lr %.3g, %.1f s%s",
         row["epoch"],
         epochs,
         row["train_loss"],
@@ -241,6 +254,7 @@ def _log_epoch(row: dict[str, Any], epochs: int, level: int = logging.INFO) -> N
         row["val_acc"],
         row["lr"],
         row["seconds"],
+        semi,
     )
 
 
@@ -332,6 +346,7 @@ def fit(
     *,
     resume: bool = False,
     progress: bool = True,
+    unlabeled: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``cfg`` on ``dataset``, writing checkpoints to ``out_dir``; returns the epoch history.
 
@@ -349,6 +364,8 @@ def fit(
         out_dir: The run folder for checkpoints, ``config.yaml`` and ``history.csv``.
         resume: Continue after the last completed epoch saved in ``out_dir``.
         progress: Allow a progress bar; it is shown only when stderr is a terminal.
+        unlabeled: ``uint8`` ``(N, C, ...)`` training images without labels (``data.labels``), for ``cfg.semi``
+            (:mod:`medclass.training.semi`; its state is saved as ``semi.*`` tensors, history gains ``mask_rate``).
 
     Returns:
         One row per epoch trained (``history.csv``'s rows).
@@ -383,6 +400,7 @@ def fit(
     loss_kwargs = loss_options(cfg, train_split, task, dataset.num_classes)
     loss_kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in loss_kwargs.items()}
     amp = autocast_dtype(tc.precision, device, dataset.spatial_dims)
+    semi = build_objective(cfg, dataset, train_split, model, prep, augment, unlabeled=unlabeled, steps=steps, amp=amp)
     history: list[dict[str, Any]] = []
     best, start_epoch = -np.inf, 0
 
@@ -396,6 +414,8 @@ def fit(
         if ema is not None:
             ema.state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
             ema.steps = meta.get("ema_steps", 0)
+        if semi is not None:
+            semi.load_state(tensors)
         generator.set_state(tensors["rng"])
         torch.set_rng_state(tensors["torch_rng"])
         history, best, start_epoch = meta["history"], meta["best"], meta["epoch"]
@@ -428,6 +448,8 @@ def fit(
             from medclass.training.transfer import gradual_unfreeze
 
             gradual_unfreeze(model, epoch, cfg.model.unfreeze_every)
+        if semi is not None:
+            semi.begin_epoch(epoch)
 
         def on_step(loss: float, _e: int = epoch, _n: int = epochs) -> None:
             if bar is not None:
@@ -453,6 +475,7 @@ def fit(
             balanced=tc.sampler == "balanced",
             mixer=mixer,
             deadline=deadline,
+            semi=semi,
         )
         if ema is not None:
             eval_model.load_state_dict(ema.state)
@@ -465,6 +488,7 @@ def fit(
             "val_loss": round(val_loss, 6),
             "val_auc": round(float(medmnist.auc(val.labels, probs, task)), 6),
             "val_acc": round(float(medmnist.acc(val.labels, probs, task)), 6),
+            **({"mask_rate": round(semi.mask_rate(), 6)} if semi is not None else {}),
             "lr": scheduler.get_last_lr()[0],
             "seconds": round(time.perf_counter() - t0, 2),
         }
@@ -487,6 +511,8 @@ def fit(
         tensors.update(opt_tensors)
         if ema is not None:
             tensors.update({f"ema.{k}": v for k, v in ema.state.items()})
+        if semi is not None:
+            tensors.update(semi.state_tensors())
         tensors["rng"] = generator.get_state()
         tensors["torch_rng"] = torch.get_rng_state()
         checkpoint.save_state(

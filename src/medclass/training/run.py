@@ -157,7 +157,15 @@ def _train_one(
     from medclass.checkpoint import load_model
     from medclass.evaluate import read_history
 
-    if cfg.model.name.lower().startswith("classical/"):
+    classical = cfg.model.name.lower().startswith("classical/")
+    if cfg.semi.method != "none":
+        if classical:
+            raise MedclassError(f"semi.method {cfg.semi.method}: semi-supervised training needs a neural network")
+        from medclass.training.semi import check_semi
+
+        check_semi(cfg, dataset.task)  # before the run folder is made
+    full, (dataset, unlabeled, labels) = dataset, apply_labels(cfg, dataset)
+    if classical:
         from medclass.classical.fit import fit_classical
         from medclass.training.loop import model_meta
 
@@ -165,22 +173,70 @@ def _train_one(
     else:
         from medclass.training.loop import fit
 
-        history = fit(cfg, dataset, out, resume=resume, progress=progress)
+        unlabeled = unlabeled if cfg.semi.method != "none" else None
+        history = fit(cfg, dataset, out, resume=resume, progress=progress, unlabeled=unlabeled)
     model, meta = load_model(out)
-    if not cfg.model.name.lower().startswith("classical/"):
+    if not classical:
         from medclass.training.loop import correct_prior
 
         meta = correct_prior(model, meta, cfg, dataset)  # optim.prior_correction: before calibration
+    if labels:
+        meta["dataset"] = full.record()  # the data file's record, not the labelled subset's
     history = read_history(out) or history
-    return _finish_run(cfg, dataset, out, model, meta, history), model, meta, history
+    return _finish_run(cfg, dataset, out, model, meta, history, labels=labels), model, meta, history
 
 
-def _finish_run(cfg: RunConfig, dataset: Any, out: Path, model: Any, meta: dict, history: list) -> dict[str, Any]:
-    """Fit calibration, threshold, conformal sets and referral on validation; save the checkpoint and the report."""
+def apply_labels(cfg: RunConfig, dataset: Any, *, quiet: bool = False) -> tuple[Any, Any, dict[str, int] | None]:
+    """``data.labels``: the dataset with only the labelled training rows, the held-back images, and the record.
+
+    Args:
+        cfg: The run's configuration (``data.labels``, ``data.label_seed``).
+        dataset: The data; validation and test are never touched.
+        quiet: Leave out the INFO line ``labels: kept N of M training images (seed S); U unlabelled``.
+
+    Returns:
+        ``(dataset, unlabelled, record)``: a copy whose ``train`` split is the labelled subset
+        (:func:`medclass.data.labelled.label_subset`), the ``uint8`` ``(U, C, ...)`` training images left
+        unlabelled, and ``{"n", "of", "seed"}`` for ``metrics.json``; ``(dataset, None, None)`` without ``data.labels``.
+    """
+    if cfg.data.labels is None:
+        return dataset, None, None
+    from dataclasses import replace
+
+    import torch
+
+    from medclass.data.labelled import label_subset
+
+    train = dataset.splits["train"]
+    seed = cfg.data.label_seed
+    kept, rest = label_subset(train, cfg.data.labels, seed, dataset.task, dataset.num_classes)
+    line = f"labels: kept {len(kept)} of {len(train)} training images (seed {seed}); {len(rest)} unlabelled"
+    log.log(logging.DEBUG if quiet else logging.INFO, "%s", line)
+    subset = replace(dataset, splits={**dataset.splits, "train": train.subset(kept)}, extra=dict(dataset.extra))
+    unlabeled = train.images[torch.as_tensor(rest, dtype=torch.long)]
+    return subset, unlabeled, {"n": len(kept), "of": len(train), "seed": seed}
+
+
+def _finish_run(
+    cfg: RunConfig,
+    dataset: Any,
+    out: Path,
+    model: Any,
+    meta: dict,
+    history: list,
+    *,
+    labels: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Fit calibration, threshold, conformal sets and referral on validation; save the checkpoint and the report.
+
+    ``labels`` (how many training labels ``data.labels`` kept) is recorded in ``metrics.json``.
+    """
     from medclass.checkpoint import save_model
     from medclass.evaluate import fit_post_training, write_evaluation
 
     metrics, plot, _ = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)
+    if labels:
+        metrics["labels"] = labels
     save_model(out, model, {k: v for k, v in meta.items() if k != "format_version"})
     title = f"medclass: {dataset.name} / {cfg.model.name}"
     write_evaluation(out, metrics, plot, history=history, config=cfg.to_dict(), title=title)
@@ -217,4 +273,5 @@ def _train_ensemble(cfg: RunConfig, dataset: Any, out: Path, *, resume: bool, pr
     model, meta = combine(members, seeds)
     history = ensemble_history(histories)
     write_text(out / "history.csv", history_csv(history))
-    return _finish_run(cfg, dataset, out, model, meta, history)
+    labels = apply_labels(cfg, dataset, quiet=True)[2]  # each member trained on the same labelled subset
+    return _finish_run(cfg, dataset, out, model, meta, history, labels=labels)
