@@ -1,0 +1,114 @@
+"""``bench/label_efficiency.py``'s tables and targets from a hand-made results dict (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """The benchmark script imported as a module (``bench/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("label_efficiency", REPO / "bench" / "label_efficiency.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(val: float, test: float, acc: float, labels: int, **extra: float) -> dict:
+    return {"val_auc": val, "test_auc": test, "test_acc": acc, "labels": labels, "train_minutes": 1.5, **extra}
+
+
+MACHINE = {"cpu": "Test CPU", "platform": "Linux-test", "cores": 2, "threads": 1}
+
+
+def _saved() -> dict:
+    """Pneumonia: at 10% supervised has the better *test* AUC, finetune the better *validation* AUC."""
+    pre = {"pretrain_minutes": 4.0, "pretrain_method": "simclr", "pretrain_epochs": 30}
+    return {
+        "pneumoniamnist": {
+            "command": "python bench/label_efficiency.py --datasets pneumoniamnist --seeds 0 1",
+            "machine": MACHINE,
+            "pretrain": {"0": {"method": "simclr", "epochs": 30, "minutes": 4.0}},
+            "runs": {
+                "supervised": {
+                    "0.1": {"0": _row(0.90, 0.975, 0.90, 471), "1": _row(0.92, 0.971, 0.89, 471)},
+                    "0.01": {"0": _row(0.80, 0.930, 0.80, 47)},
+                },
+                "finetune": {
+                    "0.1": {"0": _row(0.95, 0.955, 0.87, 471, **pre), "1": _row(0.96, 0.957, 0.88, 471, **pre)}
+                },
+                "semi": {"0.01": {"0": {"error": "boom"}}},
+                "probe": {"1": {"0": _row(0.97, 0.980, 0.90, 4708, **pre)}},
+            },
+        },
+        "breastmnist": {
+            "command": "python bench/label_efficiency.py --datasets breastmnist",
+            "machine": MACHINE,
+            "runs": {
+                "supervised": {"0.1": {"0": _row(0.80, 0.800, 0.78, 55)}},
+                "semi": {"0.1": {"0": _row(0.85, 0.850, 0.80, 55)}, "0.25": {"0": _row(0.70, 0.90, 0.85, 136)}},
+            },
+        },
+    }
+
+
+def test_best_method_is_chosen_on_validation_not_test(bench: ModuleType) -> None:
+    method, summary = bench.best_method(_saved()["pneumoniamnist"], "0.1")
+    assert method == "finetune"
+    assert summary["test_auc"] == pytest.approx(0.956)
+    text = bench.render(_saved())
+    line = next(x for x in text.splitlines() if x.startswith("- PneumoniaMNIST, 10% of labels"))
+    assert "`finetune` AUC 0.956" in line and line.endswith("**not met**")  # supervised's 0.973 test would meet it
+    assert "| **finetune** | 10% (471) | 0.956 ± 0.001 |" in text
+    assert "| supervised | 10% (471) | 0.973 ± 0.003 |" in text
+
+
+def test_missing_measurements_read_not_measured(bench: ModuleType) -> None:
+    lines = bench.targets(_saved())
+    by_start = {line.split(":")[0]: line for line in lines}
+    assert len(lines) == 7
+    # 1%: the only other method failed, so there is nothing to compare supervised with
+    assert by_start["- PneumoniaMNIST, smallest fraction"].endswith("(1%): not measured")
+    assert by_start["- PneumoniaMNIST, 1% of labels"].endswith("`supervised` AUC 0.930 (1 seed): **not met**")
+    assert by_start["- BreastMNIST, linear probe with all labels"].endswith("not measured")
+    assert by_start["- AdrenalMNIST3D, 10% of labels"].endswith("not measured")
+    assert by_start["- PneumoniaMNIST, linear probe with all labels"].endswith("AUC 0.980 (1 seed): **met**")
+    # Breast's smallest fraction is 10% (not 25%, where semi has the better test AUC); semi wins on validation
+    breast = by_start["- BreastMNIST, smallest fraction"]
+    assert "(10%)" in breast and "`semi` AUC 0.850 vs supervised 0.800 (+0.050)" in breast and "**met**" in breast
+
+
+def test_render_lists_references_failures_machine_and_figure(bench: ModuleType) -> None:
+    text = bench.render(_saved())
+    assert "![label-efficiency curves](bench/results/label-efficiency.png)" in text
+    assert "validation only" in text
+    assert "Test CPU, Linux-test, 2 cores, 1 thread(s) per run" in text
+    assert "| DINO ViT-B/16 linear probe (MedMNIST+) | all | 0.973 | 0.866 |" in text
+    assert "| DINO ViT-B/16 linear probe (MedMNIST+) | all | 0.868 | 0.833 |" in text
+    assert "ResNet-18 (28) (MedMNIST v2) | all | 0.944 | 0.854 |" in text
+    assert "- failed: semi 1% seed 0: boom" in text
+    assert text.index("### PneumoniaMNIST") < text.index("### BreastMNIST")
+    assert all(line.count("|") == 9 for line in text.splitlines() if line.startswith("|"))
+
+
+def test_fractions_and_output_rules(bench: ModuleType, tmp_path: Path) -> None:
+    assert bench.labels_arg(1.0) is None and bench.labels_arg(50.0) == 50 and bench.labels_arg(0.1) == 0.1
+    assert [bench.fraction_key(f) for f in (0.01, 1.0, 50.0)] == ["0.01", "1", "50"]
+    assert [bench.fraction_label(k) for k in ("0.01", "0.25", "1", "50")] == ["1%", "25%", "all", "50 images"]
+    assert bench.parse_extra(["train.min_steps=0", "train.max_minutes=null"]) == {
+        "train.min_steps": 0,
+        "train.max_minutes": None,
+    }
+    assert bench.renders_benchmarks(REPO / "bench" / "results" / "label-efficiency.json")
+    assert not bench.renders_benchmarks(tmp_path / "le.json")
+    bench.write_outputs(_saved(), tmp_path / "le.json", benchmarks=False)
+    assert (tmp_path / "le.png").stat().st_size > 0
+    assert "### BreastMNIST" in (tmp_path / "le.md").read_text()
