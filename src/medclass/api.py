@@ -38,6 +38,8 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
     "init_from": ("model", "init_from"),
     "labels": ("data", "labels"),
     "label_seed": ("data", "label_seed"),
+    "tabular": ("data", "tabular"),
+    "fusion": ("model", "fusion"),
     "semi": ("semi", "method"),
     "unlabeled": ("semi", "unlabeled"),
     "target_sensitivity": ("eval", "target_sensitivity"),
@@ -104,6 +106,8 @@ def overrides_from(
     for key, value in (options or {}).items():
         if key in SHORTCUTS and not (key in _SECTIONS and isinstance(value, dict)):  # semi="fixmatch" or semi={...}
             section, name = SHORTCUTS[key]
+            if key == "tabular" and isinstance(value, str):  # tabular="age,sex" as on the command line
+                value = [c.strip() for c in value.split(",") if c.strip()]
             out.setdefault(section, {})[name] = value
             continue
         value = NULL if value is None else value  # a key named on purpose: null is its value
@@ -147,7 +151,8 @@ def train(
         resume: Continue the run in ``out`` from its last checkpoint (its saved configuration is used).
         progress: Allow a progress bar (only ever shown on a terminal).
         **overrides: Values that win over the recipe: shortcuts such as ``epochs=1``, ``lr=1e-3``,
-            ``image_size=64``, ``positive_class="malignant"``; sections such as ``optim={"lr": 1e-3}``; dotted
+            ``image_size=64``, ``positive_class="malignant"``, ``tabular=["age", "sex"]`` (manifest columns of
+            clinical fields, or ``"age,sex"``) with ``fusion="film"``; sections such as ``optim={"lr": 1e-3}``; dotted
             keys such as ``**{"augment.rotate": 5}`` (``None`` there sets null: ``**{"train.max_minutes": None}``;
             a shortcut's ``None`` means not given). An explicit ``epochs`` is the number of epochs trained.
 

@@ -59,6 +59,9 @@ class DataConfig:
             (below 1): a stratified subset drawn whole by patient; the rest of the training split is
             unlabelled (used by ``semi``, dropped otherwise). ``None`` keeps every label.
         label_seed: Seed of that draw (kept apart from the training seed, so methods share a subset).
+        tabular: Manifest columns of clinical fields (age, sex, body site ...) given to the model beside each
+            image (``--tabular age,sex``): encoded by a schema fitted on the training split and stored in the
+            checkpoint (:mod:`medclass.data.tabular`); with ``model.fusion: none`` the run uses ``concat``.
     """
 
     spec: str = "pneumoniamnist"
@@ -79,11 +82,14 @@ class DataConfig:
     positive_class: str | None = None
     labels: float | None = None
     label_seed: int = 0
+    tabular: list[str] = field(default_factory=list)
 
     def file_options(self) -> dict[str, Any]:
         """Keyword options for folder and manifest sources (:func:`medclass.data.sources.load_files`)."""
         opts = {"window": self.window, "frame": self.frame, "max_pixels": self.max_pixels, "dedup": self.dedup}
         opts.update({k: v for k, v in (("label_column", self.label_column), ("group_column", self.group_column)) if v})
+        if self.tabular:
+            opts["tabular"] = list(self.tabular)
         return opts
 
 
@@ -107,6 +113,13 @@ class ModelConfig:
         members: Architectures of a deep ensemble's members (``train.ensemble``), taken in turn;
             empty: every member is ``name``. A list and ``ensemble: 1`` train one member per entry.
             ``--model`` clears it.
+        fusion: How clinical fields (``data.tabular``) join the image (:mod:`medclass.models.fusion`): ``concat``
+            (pooled image features beside an MLP embedding of the fields, then the head), ``film`` (the fields
+            scale and shift the image feature map's channels before pooling), ``late`` (image logits plus the
+            fields' MLP logits), ``tabular_only`` (the fields alone: the baseline) or ``none`` (images only;
+            ``concat`` when ``data.tabular`` names columns).
+        modality_dropout: During training, the share of samples whose clinical fields are all replaced by
+            "missing", so that the model also predicts well without them (off in evaluation).
     """
 
     name: str = "smallcnn"
@@ -118,6 +131,8 @@ class ModelConfig:
     unfreeze_every: float = 1.0
     truncate: int = 0
     members: list[str] = field(default_factory=list)
+    fusion: Literal["none", "concat", "film", "late", "tabular_only"] = "none"
+    modality_dropout: float = 0.2
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from medclass.data.dataset import Dataset
-from medclass.inference import predict_logits
+from medclass.inference import predict_logits, split_tabular
 from medclass.metrics.calibration import calibration_summary, reliability_curve
 from medclass.metrics.positive import positive_index
 from medclass.metrics.report import choose_threshold, curves, evaluate_predictions
@@ -108,7 +108,8 @@ def evaluate_model(
     logits = {s: given.get(s) for s in wanted}
     for s, z in logits.items():
         if z is None:
-            logits[s] = predict_logits(model, dataset.splits[s].images, prep, batch_size)
+            split = dataset.splits[s]
+            logits[s] = predict_logits(model, split.images, prep, batch_size, tabular=split_tabular(prep, split))
     raw = {s: logits_to_probs(z, task).numpy() for s, z in logits.items()}
     probs = {s: logits_to_probs(apply_calibration(z, calibration), task).numpy() for s, z in logits.items()}
     if threshold is None and task in ("binary", "multilabel") and "val" in dataset.splits:
@@ -339,7 +340,8 @@ def fit_post_training(
         ``(metrics, plot, probs)`` as :func:`evaluate_model` gives them, with the trust figures added.
     """
     val = dataset.splits["val"]
-    val_logits = predict_logits(model, val.images, meta["preprocessing"])
+    prep = meta["preprocessing"]
+    val_logits = predict_logits(model, val.images, prep, tabular=split_tabular(prep, val))
     meta["calibration"] = fit_val_calibration(val_logits, val.labels, meta["task"], eval_cfg.calibration)
     splits = tuple(dict.fromkeys(("val", *splits)))  # validation first: everything is fitted there
     metrics, plot, probs = evaluate_model(

@@ -7,7 +7,7 @@ the trainer for it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from medclass.tasks import logits_to_probs
 from medclass.transforms.histogram import apply_equalize
 from medclass.transforms.tta import tta_views
 from medclass.trust.scaling import apply_calibration
+
+if TYPE_CHECKING:
+    from medclass.data.dataset import Split
 
 
 def to_input(images: torch.Tensor, prep: dict[str, Any]) -> torch.Tensor:
@@ -49,12 +52,33 @@ def model_device(model: nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
+def split_tabular(prep: dict[str, Any], split: Split) -> torch.Tensor | None:
+    """A split's clinical fields encoded by the checkpoint's schema (``prep["tabular"]``), ``float32`` ``(N, T)``.
+
+    ``None`` when the model takes no clinical fields; every field missing when the split carries none.
+    """
+    spec = prep.get("tabular")
+    if not spec:
+        return None
+    from medclass.data.tabular import TabularSchema
+
+    return torch.from_numpy(TabularSchema.from_json(spec).transform(split.tabular, n=len(split)))
+
+
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, prep: dict[str, Any], batch_size: int = 512) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    prep: dict[str, Any],
+    batch_size: int = 512,
+    *,
+    tabular: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Logits ``(N, outputs)`` for a ``uint8`` image stack ``(N, C, ...)``, in evaluation mode.
 
     With ``prep["tta"]`` (test-time augmentation views), the mean of the views' logits. Batches run
-    on the model's device; the logits come back on the CPU.
+    on the model's device; the logits come back on the CPU. ``tabular`` (``(N, T)`` encoded clinical fields,
+    :func:`split_tabular`) goes to a fusion model beside the images.
     """
     model.eval()
     device = model_device(model)
@@ -62,10 +86,11 @@ def predict_logits(model: nn.Module, images: torch.Tensor, prep: dict[str, Any],
     outs = []
     for i in range(0, images.shape[0], batch_size):
         x = to_input(images[i : i + batch_size], prep).to(device, non_blocking=True)
+        fields = () if tabular is None else (tabular[i : i + batch_size].to(device, non_blocking=True),)
         if views:
-            outs.append(torch.stack([model(v).float() for v in tta_views(x, views)]).mean(0).cpu())
+            outs.append(torch.stack([model(v, *fields).float() for v in tta_views(x, views)]).mean(0).cpu())
         else:
-            outs.append(model(x).float().cpu())
+            outs.append(model(x, *fields).float().cpu())
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
@@ -77,6 +102,7 @@ def predict_probs(
     batch_size: int = 512,
     *,
     calibration: dict[str, Any] | None = None,
+    tabular: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Probabilities ``(N, K)`` (K = 2 for binary) for a ``uint8`` image stack.
 
@@ -88,8 +114,9 @@ def predict_probs(
         batch_size: Inference batch size.
         calibration: The checkpoint's fitted calibration (temperature or vector scaling), applied
             to the logits; ``None`` leaves them as they are.
+        tabular: ``(N, T)`` encoded clinical fields for a fusion model.
     """
-    logits = predict_logits(model, images, prep, batch_size)
+    logits = predict_logits(model, images, prep, batch_size, tabular=tabular)
     if logits.numel() == 0:
         return np.zeros((0, 0), dtype=np.float32)
     return logits_to_probs(apply_calibration(logits, calibration), task).numpy()

@@ -77,6 +77,11 @@ class Predictor:
         self.threshold = meta.get("threshold")
         self.calibration: dict[str, Any] | None = meta.get("calibration")
         self.batch_size = batch_size
+        self.schema = None  # the clinical fields' encoding, for a model trained with them
+        if self.prep.get("tabular"):
+            from medclass.data.tabular import TabularSchema
+
+            self.schema = TabularSchema.from_json(self.prep["tabular"])
 
     @classmethod
     def from_checkpoint(
@@ -109,6 +114,8 @@ class Predictor:
         model, meta = load_model(run_dir)
         if engine not in ("torch", "onnxruntime"):
             raise DataError(f"--engine: unknown engine '{engine}' (use torch or onnxruntime)")
+        if meta["preprocessing"].get("tabular") and (ensemble or mc_samples or engine != "torch"):
+            raise DataError(f"{run_dir}: a model with clinical fields runs alone on the torch engine for now")
         if engine == "onnxruntime":
             if ensemble or mc_samples:
                 raise DataError("--engine onnxruntime runs one exported model; ensembles and MC dropout need torch")
@@ -134,6 +141,28 @@ class Predictor:
             threshold=mean_t, ensemble={"members": [str(run_dir), *map(str, ensemble)], "mc_samples": mc_samples}
         )
         return cls(wrapper, emeta, **kwargs)
+
+    @property
+    def clinical_fields(self) -> list[str]:
+        """The clinical fields the model takes (``data.tabular`` of its run); empty for an image-only model."""
+        return [] if self.schema is None else self.schema.names
+
+    def encode_tabular(self, tabular: Any, n: int) -> torch.Tensor | None:
+        """Clinical fields of ``n`` images as the model's ``(n, T)`` input (``None`` for an image-only model).
+
+        Args:
+            tabular: A list of ``n`` dicts (field -> value), a mapping field -> ``n`` values, or ``None``; absent
+                fields, ``None``, NaN and empty text are missing (an image without fields: every field missing).
+            n: Number of images.
+
+        Raises:
+            DataError: Fields for an image-only model, unknown fields, a count other than ``n``, unreadable values.
+        """
+        if self.schema is None:
+            if tabular is not None:
+                raise DataError("this model was trained on images only; it takes no clinical fields")
+            return None
+        return torch.from_numpy(self.schema.transform(tabular, n=n))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -192,18 +221,26 @@ class Predictor:
 
         return referral_flags(self.meta, probs, alpha=alpha)
 
-    def predict_array(self, images: np.ndarray, *, where: str = "input") -> tuple[np.ndarray, np.ndarray]:
-        """``(probs (N, K), labels)`` for an image array."""
-        probs = self.probs(self.prepare(images, where=where))
+    def predict_array(
+        self, images: np.ndarray, *, where: str = "input", tabular: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(probs (N, K), labels)`` for an image array (with clinical fields as :meth:`encode_tabular` takes)."""
+        probs = self.probs(self.prepare(images, where=where), tabular=tabular)
         return probs, self.decide(probs)
 
-    def probs(self, x: torch.Tensor) -> np.ndarray:
-        """Calibrated probabilities ``(N, K)`` of a prepared ``uint8`` stack, on the chosen engine."""
+    def probs(self, x: torch.Tensor, tabular: Any = None) -> np.ndarray:
+        """Calibrated probabilities ``(N, K)`` of a prepared ``uint8`` stack, on the chosen engine.
+
+        ``tabular``: the images' clinical fields (see :meth:`encode_tabular`), for a model trained with them.
+        """
+        fields = self.encode_tabular(tabular, int(x.shape[0]))
         if self.session is not None:
             from medclass.deploy.export import onnx_probs
 
             return onnx_probs(self.session, x.numpy(), self.batch_size)
-        return predict_probs(self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration)
+        return predict_probs(
+            self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration, tabular=fields
+        )
 
     def load_inputs(self, inputs: Sequence[str | Path]) -> tuple[torch.Tensor, list[str]]:
         """Read image files, folders, ``.npy`` and ``.npz`` inputs as the model's ``uint8`` ``(N, C, ...)`` stack.
@@ -221,17 +258,19 @@ class Predictor:
             raise DataError(f"no images found in {', '.join(map(str, inputs))}")
         return torch.cat(arrays), sources
 
-    def _predict_any(self, x: Any, *, alpha: float | None = None) -> Prediction:
+    def _predict_any(self, x: Any, *, alpha: float | None = None, tabular: Any = None) -> Prediction:
         """Predict for an image array or for file inputs (see :meth:`predict_proba`)."""
         if isinstance(x, str | Path) or (isinstance(x, Sequence) and not isinstance(x, np.ndarray)):
-            return self.predict_paths([x] if isinstance(x, str | Path) else list(x), alpha=alpha)
+            return self.predict_paths([x] if isinstance(x, str | Path) else list(x), alpha=alpha, tabular=tabular)
+        if isinstance(tabular, str | Path):
+            raise DataError(f"{tabular}: a clinical CSV is matched to image files by name; these images are an array")
         arr = np.asarray(x)
         stack = self.prepare(as_uint8_images(arr, len(self.input_shape) - 1), where="array")
-        probs = self.probs(stack)
+        probs = self.probs(stack, tabular=tabular)
         sets, refer = self.referral(probs, alpha=alpha)
         return Prediction(probs, self.decide(probs), [f"array[{i}]" for i in range(len(probs))], sets, refer)
 
-    def predict_proba(self, x: Any) -> np.ndarray:
+    def predict_proba(self, x: Any, *, tabular: Any = None) -> np.ndarray:
         """Calibrated class probabilities, as scikit-learn's ``predict_proba``.
 
         Args:
@@ -239,35 +278,79 @@ class Predictor:
                 ones (a single image without ``N`` also works); ``uint8``, or floats in 0..1 or 0..255 (other
                 floats are min-max scaled per image). Or a file path (image, DICOM, NIfTI, folder, ``.npy``,
                 ``.npz``) or a list of them.
+            tabular: Clinical fields, for a model trained with them (:attr:`clinical_fields`): a list of one
+                dict per image (``{"age": 55, "sex": "male"}``), or a mapping field -> one value per image; fields
+                left out, ``None`` or empty are missing, and without ``tabular`` every field is missing. For file
+                inputs also a CSV file whose ``path``/``file`` column names the images (matched by file name).
 
         Returns:
             ``(N, C)`` probabilities, columns in the order of :attr:`label_names`.
         """
-        return self._predict_any(x).probs
+        return self._predict_any(x, tabular=tabular).probs
 
-    def predict(self, x: Any, *, alpha: float | None = None) -> list[dict[str, Any]]:
+    def predict(self, x: Any, *, alpha: float | None = None, tabular: Any = None) -> list[dict[str, Any]]:
         """Per-image records, as ``medclass predict`` writes them (one row of its CSV each).
 
         Args:
             x: As for :meth:`predict_proba`.
             alpha: Miss rate of the conformal prediction sets (default: the checkpoint's).
+            tabular: Clinical fields, as for :meth:`predict_proba`.
 
         Returns:
             One dict per image: ``source``, ``probs`` (class name to probability), ``label`` (the decision at the
             operating threshold: a class name, or a list of names for multi-label), and, when the checkpoint has
             conformal thresholds, ``set`` (class names) and ``refer`` (bool).
         """
-        return self._predict_any(x, alpha=alpha).records(self.label_names, self.task)
+        return self._predict_any(x, alpha=alpha, tabular=tabular).records(self.label_names, self.task)
 
-    def predict_paths(self, inputs: Sequence[str | Path], *, alpha: float | None = None) -> Prediction:
+    def predict_paths(
+        self, inputs: Sequence[str | Path], *, alpha: float | None = None, tabular: Any = None
+    ) -> Prediction:
         """Predict for image files, folders of images, ``.npy`` arrays and ``.npz`` files.
 
-        ``alpha`` overrides the checkpoint's level for the conformal prediction sets.
+        ``alpha`` overrides the checkpoint's level for the conformal prediction sets. ``tabular``: the images'
+        clinical fields (as for :meth:`predict_proba`, one entry per image found), or a CSV file of them matched
+        by file name (:func:`clinical_for`).
         """
         x, sources = self.load_inputs(inputs)
-        probs = self.probs(x)
+        if isinstance(tabular, str | Path):
+            tabular = clinical_for(sources, tabular, self.clinical_fields)
+        probs = self.probs(x, tabular=tabular)
         sets, refer = self.referral(probs, alpha=alpha)
         return Prediction(probs, self.decide(probs), sources, sets, refer)
+
+
+def clinical_for(sources: Sequence[str], csv_file: str | Path, fields: Sequence[str]) -> list[dict[str, Any]]:
+    """One dict of clinical fields per source, from a CSV matched by file name (``medclass predict --clinical``).
+
+    A source ``dir/a.npy[3]`` (an image of a stack) takes the row of ``a.npy``. Sources the CSV does not name get
+    every field missing; that, and fields the CSV lacks, are logged as warnings. Only ``fields`` are taken.
+
+    Raises:
+        DataError: The CSV cannot be read (see :func:`medclass.data.tabular.read_clinical_csv`), or
+            clinical fields for a model trained without them.
+    """
+    import logging
+    import re
+
+    from medclass.data.tabular import read_clinical_csv
+
+    if not fields:
+        raise DataError(f"{csv_file}: this model was trained on images only; it takes no clinical fields")
+    table = read_clinical_csv(csv_file)
+    log = logging.getLogger(__name__)
+    columns = {k for row in table.values() for k in row}
+    if absent := [f for f in fields if f not in columns]:
+        log.warning("%s: no column for %s: treated as missing", csv_file, ", ".join(absent))
+    out, unmatched = [], 0
+    for src in sources:
+        name = Path(re.sub(r"(\[\d+\])$", "", src)).name.split(":")[0]  # "a.npy[3]" and "b.npz:images" -> files
+        row = table.get(name)
+        unmatched += row is None
+        out.append({f: v for f, v in (row or {}).items() if f in fields})
+    if unmatched:
+        log.warning("%s: %d of %d images have no row: their clinical fields are missing", csv_file, unmatched, len(out))
+    return out
 
 
 def as_uint8_images(arr: np.ndarray, spatial_dims: int) -> np.ndarray:

@@ -72,6 +72,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         near_distance=args.near_distance,
         json_out=args.json,
         min_correlation=args.min_correlation,
+        label_column=args.label_column,
+        group_column=args.group_column,
     )
 
 
@@ -108,5 +110,7 @@ def add_data_commands(sub: Any, parents: list[argparse.ArgumentParser], formatte
         default=0.97,
         help="thumbnail correlation a hash match needs to count as a near duplicate",
     )
+    au.add_argument("--label-column", metavar="COL", help="manifest column holding the label (default: label)")
+    au.add_argument("--group-column", metavar="COL", help="manifest group column (default: patient_id, else group_id)")
     au.add_argument("--json", help="also write the findings as JSON")
     au.set_defaults(func=cmd_audit)

@@ -31,12 +31,22 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "group_column": args.group_column,
         "labels": args.labels,
         "label_seed": args.label_seed,
+        "tabular": args.tabular,
+        "fusion": args.fusion,
         "semi": args.semi,
         "unlabeled": args.unlabeled,
     }
     options = {k: v for k, v in options.items() if v is not None}
     options.update(set_options(args.set))  # null given on purpose stays null
     return options
+
+
+def _columns(text: str) -> list[str]:
+    """``--tabular age,sex`` -> ``["age", "sex"]``."""
+    columns = [c.strip() for c in text.split(",") if c.strip()]
+    if not columns:
+        raise argparse.ArgumentTypeError("expected column names separated by commas, e.g. age,sex")
+    return columns
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -89,7 +99,7 @@ def _split_options(run: Path, data: str) -> dict[str, Any]:
     if "dedup" in cfg:
         out["dedup"] = bool(cfg["dedup"])
     if Path(data).suffix.lower() == ".csv":
-        out.update({k: cfg[k] for k in ("label_column", "group_column") if cfg.get(k)})
+        out.update({k: cfg[k] for k in ("label_column", "group_column", "tabular") if cfg.get(k)})
     return out
 
 
@@ -169,7 +179,7 @@ def _robustness(predictor: Any, dataset: Any) -> dict[str, Any]:
     pos = positive_index(predictor.meta)
 
     def score(images: Any) -> dict[str, float]:
-        probs, _ = predictor.predict_array(images.numpy())
+        probs, _ = predictor.predict_array(images.numpy(), tabular=test.tabular if predictor.schema else None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return {
@@ -188,7 +198,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.checkpoint, ensemble=args.ensemble, mc_samples=args.mc_dropout, engine=args.engine, onnx_file=args.onnx
     )
     try:
-        records = predictor.predict(args.inputs, alpha=args.alpha)
+        records = predictor.predict(args.inputs, alpha=args.alpha, tabular=args.clinical)
     except ValueError as err:  # an alpha below the stored levels
         raise MedclassError(f"--alpha: {err}") from None
     names = predictor.label_names
@@ -243,6 +253,17 @@ def add_run_commands(sub: Any, parents: list[argparse.ArgumentParser], formatter
         "--group-column", metavar="COL", help="manifest column kept in one split (default: patient_id, else group_id)"
     )
     t.add_argument(
+        "--tabular",
+        type=_columns,
+        metavar="COL,COL",
+        help="manifest columns of clinical fields given to the model beside each image (e.g. age,sex)",
+    )
+    t.add_argument(
+        "--fusion",
+        choices=["none", "concat", "film", "late", "tabular_only"],
+        help="how the clinical fields join the image (default concat with --tabular)",
+    )
+    t.add_argument(
         "--ensemble-size", type=int, metavar="K", help="train K models and keep their average (a deep ensemble)"
     )
     t.add_argument(
@@ -291,6 +312,12 @@ def add_run_commands(sub: Any, parents: list[argparse.ArgumentParser], formatter
     pr.add_argument("--out", help="CSV file (default: standard output)")
     pr.add_argument(
         "--alpha", type=float, help="miss rate of the conformal prediction sets (default: the checkpoint's, 0.1)"
+    )
+    pr.add_argument(
+        "--clinical",
+        metavar="FILE.csv",
+        help="clinical fields of the inputs (a model trained with --tabular): a CSV whose path or file column "
+        "names the images, matched by file name; without it every field is missing",
     )
     _add_uncertainty_options(pr)
     pr.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"], help="inference engine")

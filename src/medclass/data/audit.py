@@ -10,6 +10,12 @@ split named ``all``, plus the seeded split that ``medclass train`` would make of
 Leakage rule (:attr:`AuditReport.leakage_found`): with given splits, any exact or near duplicate
 across two splits, or any patient in two splits; without splits, any exact duplicate whose copies
 carry different labels.
+
+Manifests also get every other column checked as a predictor of the label on its own
+(:mod:`medclass.data.column_leaks`): a column that leaks the label, settles a class or copies the label is
+listed under :attr:`AuditReport.columns` and named in :attr:`AuditReport.column_warnings`. Such a column
+is harmless in the manifest and fatal as a model input (``--tabular``), so it does not count as split
+leakage.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from medclass.data.column_leaks import ColumnLeak
 from medclass.data.dataset import SPLITS
 
 ALL = "all"
@@ -136,6 +143,9 @@ class AuditReport:
         unreadable: ``[name, error]`` of files that could not be read.
         training: For sources without splits, the split training would make.
         leakage_found: See the module docstring; ``reasons`` says why, one line per finding.
+        columns: For manifests, each column (not path, split, label or group) scored as a predictor of the
+            label on its own (:mod:`medclass.data.column_leaks`); ``columns_split`` says on which rows.
+        column_warnings: One line per column that leaks the label, settles a class or copies the label.
     """
 
     source: str
@@ -160,6 +170,9 @@ class AuditReport:
     leakage_found: bool = False
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    columns: list[ColumnLeak] = field(default_factory=list)
+    columns_split: str = ""
+    column_warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -287,11 +300,14 @@ def _build(names: list[str], labels: np.ndarray, splits: np.ndarray, patients: A
     )
 
 
-def _read_table(spec: str, kind: str, progress: bool) -> tuple[_Images, list[str] | None, str | None]:
-    """Read a folder or manifest: every file decoded once, in threads."""
+def _read_table(
+    spec: str, kind: str, progress: bool, columns: dict[str, str | None]
+) -> tuple[_Images, list[str] | None, str | None]:
+    """Read a folder or manifest (``columns``: its ``label_column`` and ``group_column``): every file decoded once,
+    in threads."""
     from medclass.data.files import read_manifest, scan_folder
 
-    table = read_manifest(spec) if kind == "manifest" else scan_folder(spec)
+    table = read_manifest(spec, **columns) if kind == "manifest" else scan_folder(spec)
     root = Path(spec).parent if kind == "manifest" else Path(spec)
     # Batches of files per task: small images take less time to decode than threads take to hand over.
     batches = [table.paths[i : i + _BATCH] for i in range(0, len(table.paths), _BATCH)]
@@ -482,7 +498,14 @@ def _source_kind(spec: str) -> str:
 
 
 def audit(
-    spec: str, *, near_distance: int = 4, min_correlation: float = 0.97, seed: int = 0, progress: bool = False
+    spec: str,
+    *,
+    near_distance: int = 4,
+    min_correlation: float = 0.97,
+    seed: int = 0,
+    progress: bool = False,
+    label_column: str | None = None,
+    group_column: str | None = None,
 ) -> AuditReport:
     """Audit a dataset for leakage between splits and describe it.
 
@@ -501,6 +524,8 @@ def audit(
         min_correlation: Smallest thumbnail correlation of a near duplicate (0 keeps every hash match).
         seed: Split seed of the training split reported for sources without splits.
         progress: Show a progress bar while reading files (on a terminal only).
+        label_column: A manifest's label column (default ``label``, as for training).
+        group_column: A manifest's group column (default ``patient_id``, else ``group_id``).
 
     Returns:
         The report. Unreadable files are counted and listed, never fatal.
@@ -512,10 +537,15 @@ def audit(
 
     start = time.perf_counter()
     kind = _source_kind(spec)
+    columns = {"label_column": label_column, "group_column": group_column}
+    if kind != "manifest" and (label_column or group_column):
+        from medclass.errors import DataError
+
+        raise DataError(f"{spec}: --label-column and --group-column apply to CSV manifests only")
     if kind == "npz":
         img, label_names, task = _read_arrays(spec)
     else:
-        img, names, task = _read_table(spec, kind, progress)
+        img, names, task = _read_table(spec, kind, progress, columns)
         width = img.labels.shape[1] if img.labels.ndim == 2 else int(np.nanmax(img.labels, initial=0)) + 1
         label_names = names if names is not None else [str(i) for i in range(max(width, 1))]
     keys = _label_keys(img.labels)
@@ -560,5 +590,10 @@ def audit(
     ]
     report.reasons = [f"{n} {what}" for n, what in found if n]
     report.leakage_found = bool(report.reasons)
+    if kind == "manifest":
+        from medclass.data.column_leaks import manifest_column_leaks
+
+        report.columns, report.columns_split = manifest_column_leaks(spec, **columns, seed=seed)
+        report.column_warnings = [f"column '{c.column}' {c.verdict()}" for c in report.columns if c.flagged]
     report.seconds = round(time.perf_counter() - start, 2)
     return report

@@ -84,7 +84,16 @@ def format_report(report: AuditReport) -> str:
         out.append(f"  pixel-identical groups (different bytes) across its splits: {t.exact.groups}")
         out.append("  near duplicates across its splits:")
         out += _near_lines(t.near)
+    if r.columns or r.columns_split:
+        out += ["", f"Columns as predictors of the label on their own ({r.columns_split})"]
+        rows = [[c.column, c.kind, c.metric.replace("_", " "), f"{c.score:.3f}"] for c in r.columns]
+        if rows:  # the finding, left-aligned after the table
+            lines = _table(["column", "kind", "held-out", "score"], rows)
+            out += [f"{line}  {f}" for line, f in zip(lines, ["finding", *[c.verdict() for c in r.columns]])]
     out.append("")
+    if r.column_warnings:
+        out += ["Columns that give the label away (never use them as model inputs, e.g. --tabular):"]
+        out += [f"  - {w}" for w in r.column_warnings]
     if r.leakage_found:
         out += ["Leakage: FOUND", *[f"  - {x}" for x in r.reasons]]
     elif r.splits_given:
@@ -107,6 +116,8 @@ def run_audit(
     near_distance: int = 4,
     json_out: str | None = None,
     min_correlation: float = 0.97,
+    label_column: str | None = None,
+    group_column: str | None = None,
 ) -> int:
     """``medclass audit``: print the report, optionally write it as JSON, return the exit status.
 
@@ -116,6 +127,8 @@ def run_audit(
         near_distance: Largest pHash distance of a near duplicate.
         json_out: Write the report here as JSON (atomically).
         min_correlation: Smallest thumbnail correlation of a near duplicate.
+        label_column: A manifest's label column.
+        group_column: A manifest's group column.
 
     Returns:
         1 when ``strict`` and leakage was found, else 0.
@@ -124,7 +137,14 @@ def run_audit(
 
     from medclass.utils.files import write_json
 
-    report = audit(spec, near_distance=near_distance, min_correlation=min_correlation, progress=sys.stderr.isatty())
+    report = audit(
+        spec,
+        near_distance=near_distance,
+        min_correlation=min_correlation,
+        progress=sys.stderr.isatty(),
+        label_column=label_column,
+        group_column=group_column,
+    )
     print(format_report(report))
     if json_out:
         write_json(json_out, report_to_dict(report))

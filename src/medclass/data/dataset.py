@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medclass.data.tabular import TabularTable
 from medclass.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -30,20 +31,24 @@ class Split:
         images: ``uint8`` tensor ``(N, C, H, W)`` or ``(N, C, D, H, W)``.
         labels: ``float32`` array ``(N,)`` or ``(N, L)``; NaN = unknown.
         patient_ids: Optional array ``(N,)`` of strings; rows of one patient share an ID.
+        tabular: Optional raw clinical fields of the ``N`` rows (a manifest's ``--tabular`` columns), encoded
+            by the schema fitted on the training split (:mod:`medclass.data.tabular`).
     """
 
     images: torch.Tensor
     labels: np.ndarray
     patient_ids: np.ndarray | None = None
+    tabular: TabularTable | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, index: np.ndarray) -> Split:
-        """Rows ``index`` of this split, as a new Split."""
+        """Rows ``index`` of this split, as a new Split (patients and clinical fields kept aligned)."""
         idx = torch.as_tensor(index, dtype=torch.long)
         pids = None if self.patient_ids is None else self.patient_ids[index]
-        return Split(self.images[idx], self.labels[index], pids)
+        tabular = None if self.tabular is None else self.tabular.subset(index)
+        return Split(self.images[idx], self.labels[index], pids, tabular)
 
 
 @dataclass
@@ -107,7 +112,8 @@ class Dataset:
         return {"name": self.name, "sha256": self.content_sha256()}
 
     def content_sha256(self) -> str:
-        """SHA-256 of what a model sees: per split, in order, its name, the images' shape and bytes, and the labels.
+        """SHA-256 of what a model sees: per split, in order, its name, the images' shape and bytes, and the labels
+        (and, for clinical fields, each column's name and values).
 
         Computed once while the split arrays stay the same objects.
         """
@@ -124,6 +130,9 @@ class Dataset:
             h.update(f"{name}|{images.dtype}|{images.shape}|{labels.shape}|".encode())
             h.update(images.reshape(-1).view(np.uint8))  # views of the contiguous arrays: no copy
             h.update(labels.reshape(-1).view(np.uint8))
+            columns = split.tabular.columns if split.tabular is not None else {}
+            for column, values in columns.items():
+                h.update(f"|{column}|".encode() + "\x1f".join(map(str, values)).encode())
         self._digest = (key, h.hexdigest())
         return self._digest[1]
 

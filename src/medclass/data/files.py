@@ -16,6 +16,7 @@ import numpy as np
 
 from medclass.data.dataset import SPLITS
 from medclass.data.index import INDEX_COLUMNS
+from medclass.data.tabular import TabularTable
 from medclass.errors import DataError, MedclassError
 from medclass.io.images import is_image_file
 
@@ -44,6 +45,9 @@ class FileTable:
         splits: ``(N,)`` split names (``train``/``val``/``test``), or ``None`` when the source has none.
         patient_ids: ``(N,)`` patient identifiers as strings, or ``None``.
         source: The folder or manifest, for messages.
+        tabular: The manifest's clinical columns asked for (``read_manifest(tabular=...)``), raw, with each
+            row's line number in the file; ``None`` when none were asked for.
+        label_columns: The manifest columns the labels came from (empty for folders).
     """
 
     paths: list[Path]
@@ -53,6 +57,8 @@ class FileTable:
     splits: np.ndarray | None
     patient_ids: np.ndarray | None
     source: str
+    tabular: TabularTable | None = None
+    label_columns: tuple[str, ...] = ()
 
     def split_rows(self) -> dict[str, list[int]] | None:
         """Row indices per split, or ``None`` when the source has no split column or folders."""
@@ -132,7 +138,12 @@ def _parse_label(value: str) -> float | str:
         return value
 
 
-def read_manifest(path: str | Path, label_column: str | None = None, group_column: str | None = None) -> FileTable:
+def read_manifest(
+    path: str | Path,
+    label_column: str | None = None,
+    group_column: str | None = None,
+    tabular: list[str] | tuple[str, ...] | None = None,
+) -> FileTable:
     """Read a CSV manifest: ``path`` plus a ``label`` column or several 0/1 label columns.
 
     Optional columns: ``patient_id`` (or ``group_id``), ``split`` (train/val/test) and ``readable``
@@ -147,10 +158,12 @@ def read_manifest(path: str | Path, label_column: str | None = None, group_colum
         label_column: The column that holds the label (default: ``label``, else the 0/1 columns).
         group_column: The column whose rows belong together (one patient, one lesion) and are kept
             in one split (default: ``patient_id``, else ``group_id`` when present, else none).
+        tabular: Clinical columns to keep per row, raw (:attr:`FileTable.tabular`); encoded later, by a
+            schema fitted on the training split (:mod:`medclass.data.tabular`).
 
     Raises:
-        DataError: Unreadable CSV, no ``path`` or label column, an unknown ``label_column`` or
-            ``group_column``, no rows, bad values.
+        DataError: Unreadable CSV, no ``path`` or label column, an unknown ``label_column``,
+            ``group_column`` or ``tabular`` column, a label column used as a clinical one, no rows, bad values.
     """
     path = Path(path)
     if not path.is_file():
@@ -159,7 +172,10 @@ def read_manifest(path: str | Path, label_column: str | None = None, group_colum
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [h.strip() for h in (reader.fieldnames or [])]
-            records = [{(k or "").strip(): (v or "") for k, v in r.items()} for r in reader]
+            records, lines = [], []  # lines: each data row's line number in the file, for messages
+            for r in reader:
+                records.append({(k or "").strip(): (v or "") for k, v in r.items()})
+                lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read CSV ({err})") from None
     if "path" not in header:
@@ -167,16 +183,25 @@ def read_manifest(path: str | Path, label_column: str | None = None, group_colum
     for option, column in (("label_column", label_column), ("group_column", group_column)):
         if column is not None and (column not in header or column in ("path", "split")):
             raise DataError(f"{path}: {option} '{column}' is not a usable column (columns: {', '.join(header)})")
+    if missing := [repr(c) for c in tabular or () if c not in header]:
+        names = ", ".join(missing)
+        raise DataError(f"{path}: --tabular column(s) {names} not in the manifest (columns: {', '.join(header)})")
+    if reserved := [c for c in tabular or () if c in ("path", "split")]:
+        raise DataError(f"{path}: --tabular column(s) {', '.join(reserved)} cannot be clinical fields")
     if "readable" in header:
-        records = [r for r in records if r["readable"].strip().lower() not in ("false", "0", "no")]
+        kept = [i for i, r in enumerate(records) if r["readable"].strip().lower() not in ("false", "0", "no")]
+        records, lines = [records[i] for i in kept], [lines[i] for i in kept]
     if label_column is not None:
         label_cols = [label_column]
     elif "label" in header:
         label_cols = ["label"]
     else:
-        label_cols = [h for h in header if h not in RESERVED_COLUMNS | METADATA_COLUMNS | {"group_id", group_column}]
+        skip = RESERVED_COLUMNS | METADATA_COLUMNS | {"group_id", group_column, *(tabular or ())}
+        label_cols = [h for h in header if h not in skip]
     if not label_cols:
         raise DataError(f"{path}: manifest needs a 'label' column or 0/1 label columns besides path/patient_id/split")
+    if leaked := [c for c in tabular or () if c in label_cols]:
+        raise DataError(f"{path}: --tabular column(s) {', '.join(leaked)} hold the label; a model must not see them")
     if not records:
         raise DataError(f"{path}: manifest has no (readable) rows")
     base = path.parent
@@ -208,4 +233,8 @@ def read_manifest(path: str | Path, label_column: str | None = None, group_colum
         bad = sorted({v for v in splits if v not in SPLITS})
         if bad:
             raise DataError(f"{path}: unknown split value(s) {bad}; use train/val/test")
-    return FileTable(files, labels, label_names, task, splits, groups, str(path))
+    table = None
+    if tabular:
+        columns = {c: np.array([r[c] for r in records], dtype=object) for c in tabular}
+        table = TabularTable(columns, np.asarray(lines, dtype=np.int64), str(path))
+    return FileTable(files, labels, label_names, task, splits, groups, str(path), table, tuple(label_cols))

@@ -215,8 +215,15 @@ def load_files(
     images = decode_stack(
         [table.paths[i] for i in keep], options, where=where, digests=[digests[i] for i in keep], cache=cache
     )
+    tabular = None if table.tabular is None else table.tabular.subset(keep)
     splits = {
-        s: Split(images[torch.as_tensor(i)], labels[i], None if groups is None else groups[i]) for s, i in idx.items()
+        s: Split(
+            images[torch.as_tensor(i)],
+            labels[i],
+            None if groups is None else groups[i],
+            None if tabular is None else tabular.subset(i),
+        )
+        for s, i in idx.items()
     }
     name = Path(where).stem if Path(where).suffix else Path(where).name
     ds = _finish(name, table.task, table.label_names, splits, source=where, image_size=None)
@@ -225,36 +232,48 @@ def load_files(
     return ds
 
 
-def _manifest_only(spec: str | Path, label_column: str | None, group_column: str | None) -> None:
+def _manifest_only(spec: str | Path, label_column: str | None, group_column: str | None, tabular: Any = None) -> None:
     """Refuse manifest column options for sources that have no columns (folders, ``.npz``, catalog)."""
-    given = [f"{k}={v!r}" for k, v in (("label_column", label_column), ("group_column", group_column)) if v]
+    options = (("label_column", label_column), ("group_column", group_column), ("tabular", tabular))
+    given = [f"{k}={v!r}" for k, v in options if v]
     if given:
         raise DataError(f"{spec}: {', '.join(given)} applies to CSV manifests only; this source has no columns")
 
 
 def load_folder(
-    path: str | Path, label_column: str | None = None, group_column: str | None = None, **kwargs: Any
+    path: str | Path,
+    label_column: str | None = None,
+    group_column: str | None = None,
+    tabular: list[str] | None = None,
+    **kwargs: Any,
 ) -> Dataset:
     """Load a folder of class subfolders (``ROOT/<class>/*``), optionally under split folders.
 
     ``ROOT/{train,val,test}/<class>/...`` uses the given splits (a missing val/test split is carved
     out of train); otherwise a seeded stratified split is made. Keyword arguments are those of
-    :func:`load_files`; ``label_column``/``group_column`` are refused (a folder has no columns).
+    :func:`load_files`; ``label_column``/``group_column``/``tabular`` are refused (a folder has no columns).
     """
-    _manifest_only(path, label_column, group_column)
+    _manifest_only(path, label_column, group_column, tabular)
     return load_files(scan_folder(path), **kwargs)
 
 
 def load_manifest(
-    path: str | Path, label_column: str | None = None, group_column: str | None = None, **kwargs: Any
+    path: str | Path,
+    label_column: str | None = None,
+    group_column: str | None = None,
+    tabular: list[str] | None = None,
+    **kwargs: Any,
 ) -> Dataset:
     """Load a CSV manifest (see :func:`medclass.data.files.read_manifest` for its columns).
 
     Without a ``split`` column, a seeded stratified split is made, by group when the manifest has
     one (``group_column``, else ``patient_id``, else ``group_id``). Missing val/test splits are
-    carved out of train by group. Other keyword arguments are those of :func:`load_files`.
+    carved out of train by group. ``tabular`` columns travel with the rows of every split as their raw
+    clinical fields (:attr:`~medclass.data.dataset.Split.tabular`). Other keyword arguments are those of
+    :func:`load_files`.
     """
-    return load_files(read_manifest(path, label_column=label_column, group_column=group_column), **kwargs)
+    table = read_manifest(path, label_column=label_column, group_column=group_column, tabular=tabular)
+    return load_files(table, **kwargs)
 
 
 # ------------------------------------------------------------------------------------- dispatcher
@@ -280,15 +299,15 @@ def load_dataset(
         seed: Seed of that split.
         download: Allow downloading catalog files that are not found locally.
         **file_options: For folders and manifests, options of :func:`load_files` (``window``,
-            ``frame``, ``max_pixels``, ``dedup``, ``cache``); for manifests also ``label_column`` and
-            ``group_column`` (refused for other sources).
+            ``frame``, ``max_pixels``, ``dedup``, ``cache``); for manifests also ``label_column``,
+            ``group_column`` and ``tabular`` (refused for other sources).
 
     Returns:
         The dataset, fully in memory.
     """
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".npz" or (path.is_file() and zipfile.is_zipfile(path)):
-        _manifest_only(spec, file_options.get("label_column"), file_options.get("group_column"))
+        _manifest_only(spec, *(file_options.get(k) for k in ("label_column", "group_column", "tabular")))
         return load_npz(path, image_size=image_size)
     if path.suffix.lower() == ".csv":
         return load_manifest(path, image_size=image_size, val=val, test=test, seed=seed, **file_options)
@@ -301,7 +320,7 @@ def load_dataset(
         catalog.get_info(spec.split("@")[0])  # raises "unknown dataset" with suggestions
         raise DataError(f"{spec}: not found")
     info, size = parsed
-    _manifest_only(spec, file_options.get("label_column"), file_options.get("group_column"))
+    _manifest_only(spec, *(file_options.get(k) for k in ("label_column", "group_column", "tabular")))
 
     file = resolve(info, size, download=download)
     return load_npz(file, image_size=image_size, info=info)

@@ -6,7 +6,8 @@ and output activation are all inside, so a consumer only resizes and stacks imag
 ``model.json`` travels in the ONNX metadata (``medclass`` key), with the parity check's result and,
 for int8 and bf16 models, the test AUC before and after the reduced precision.
 
-Contrast equalisation (``data.equalize``) is not in the graph: checkpoints that use it are refused.
+Contrast equalisation (``data.equalize``) is not in the graph: checkpoints that use it are refused, and so
+are models with clinical fields (``model.fusion``), whose tabular input the graph does not take yet.
 
 The graph is traced (opset 17). A model tracing cannot translate (VGG's head below 224 px) goes
 through ``torch.export`` instead (opset 18); either way the weights are inside the one ``.onnx`` file.
@@ -233,13 +234,15 @@ def export_onnx(
             (stored as ``<quantize>_test_auc``).
 
     Raises:
-        ExportError: Unknown quantization, equalisation in the checkpoint, or a parity failure.
+        ExportError: Unknown quantization, equalisation or clinical fields in the checkpoint, or a parity failure.
     """
     from medclass.metrics import medmnist
     from medclass.utils.files import atomic_path
 
     if quantize not in ("none", "int8", "bf16"):
         raise ExportError(f"--quantize: unknown '{quantize}' (use none, int8 or bf16)")
+    if meta["preprocessing"].get("tabular"):
+        raise ExportError("a model with clinical fields (model.fusion) cannot be exported yet: ONNX takes images only")
     out = Path(out)
     graph = ProbabilityGraph(model, meta).eval()
     dummy = torch.as_tensor(check_images[:2], dtype=torch.float32)

@@ -17,13 +17,19 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
     """Build the untrained network a checkpoint's ``architecture`` entry describes.
 
     Args:
-        arch: ``{"name", "in_chans", "num_outputs", "spatial_dims"?, "kwargs"?, "truncate"?}``, as
-            :func:`medclass.training.loop.model_meta` writes it; ``truncate`` drops that many final stages.
+        arch: ``{"name", "in_chans", "num_outputs", "spatial_dims"?, "kwargs"?, "truncate"?, "fusion"?}``, as
+            :func:`medclass.training.loop.model_meta` writes it; ``truncate`` drops that many final stages;
+            ``fusion`` wraps the network with clinical fields (:mod:`medclass.models.fusion`).
 
     Returns:
         The network (random weights, training mode), taking ``(B, in_chans, H, W)`` or
-        ``(B, in_chans, D, H, W)`` input and giving ``(B, num_outputs)`` logits.
+        ``(B, in_chans, D, H, W)`` input (and, with ``fusion``, the ``(B, T)`` encoded fields) and giving
+        ``(B, num_outputs)`` logits.
     """
+    if arch.get("fusion"):
+        from medclass.models.fusion import build_fusion
+
+        return build_fusion(arch)
     model = create_model(
         arch["name"],
         in_chans=arch["in_chans"],

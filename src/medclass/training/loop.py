@@ -27,10 +27,11 @@ from medclass import checkpoint
 from medclass.config import DataConfig, RunConfig, config_from_dict, dump_yaml
 from medclass.data.dataset import Dataset, Split, balanced_order, iterate_batches, label_counts
 from medclass.errors import ConfigError, TrainingDiverged
-from medclass.inference import model_device, predict_logits, to_input
+from medclass.inference import model_device, predict_logits, split_tabular, to_input
 from medclass.metrics import medmnist
 from medclass.models import build_model
 from medclass.tasks import logits_to_probs, num_outputs, prior_logit_offset, task_loss
+from medclass.training.multimodal import fusion_entry, tabular_schema
 from medclass.training.semi import SemiObjective, build_objective
 from medclass.training.transfer import set_frozen_eval
 from medclass.transforms import Compose, build_augment
@@ -60,6 +61,8 @@ def preprocessing_for(dataset: Dataset, data: DataConfig | None = None) -> dict[
         prep["decode"] = dict(dataset.extra["decode"])
     if data is not None and (eq := equalize_options(data.equalize, clip_limit=data.clahe_clip, tiles=data.clahe_tiles)):
         prep["equalize"] = eq
+    if data is not None and data.tabular:  # clinical fields: the encoding fitted on the training split
+        prep["tabular"] = tabular_schema(dataset, data.tabular).to_json()
     return prep
 
 
@@ -185,6 +188,7 @@ def train_one_epoch(
     mixer: Mixer | None = None,
     deadline: float | None = None,
     semi: SemiObjective | None = None,
+    tabular: torch.Tensor | None = None,
 ) -> float:
     """One pass over ``split`` in random order (or class-balanced draws); returns the mean training loss.
 
@@ -192,6 +196,8 @@ def train_one_epoch(
     the model's device. With ``deadline`` (a ``time.perf_counter()`` value), the pass ends early
     after the step that reaches it. With ``semi``, each step appends its unlabelled views to the batch
     (one forward pass) and adds their weighted loss to the supervised one (the loss returned is the sum).
+    With ``tabular`` (``(N, T)`` encoded clinical fields of ``split``'s rows), each batch's rows go to the model
+    beside its images.
     """
     device = model_device(model)
     model.train()
@@ -200,7 +206,7 @@ def train_one_epoch(
         semi.sync_modes(model)
     total, count = 0.0, 0
     order = balanced_order(split.labels, generator) if balanced else None
-    for images, labels, _ in iterate_batches(split, batch_size, shuffle=True, generator=generator, order=order):
+    for images, labels, rows in iterate_batches(split, batch_size, shuffle=True, generator=generator, order=order):
         if len(labels) < 2:  # batch norm needs two samples
             continue
         x = augment(to_input(images, prep), generator)
@@ -211,7 +217,7 @@ def train_one_epoch(
             x = torch.cat([x, unlabelled.inputs])
         x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)  # no-op on the CPU
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            logits = model(x)
+            logits = model(x) if tabular is None else model(x, tabular[rows].to(device, non_blocking=True))
         loss = task_loss(logits[:n], labels, task, **loss_kwargs)
         if unlabelled is not None:
             loss = loss + semi.loss(logits[n:], unlabelled)[0]
@@ -314,6 +320,7 @@ def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> di
         check_input_size(cfg.model.name, side)
         if model_info(cfg.model.name).takes_img_size:
             kwargs["img_size"] = side
+    prep = preprocessing_for(dataset, cfg.data)
     return {
         "architecture": {
             "name": cfg.model.name,
@@ -322,6 +329,7 @@ def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> di
             "num_outputs": num_outputs(dataset.task, dataset.num_classes),
             "kwargs": kwargs,
             **({"truncate": cfg.model.truncate} if cfg.model.truncate else {}),
+            **({"fusion": fusion} if (fusion := fusion_entry(cfg, dataset, prep.get("tabular"))) else {}),
         },
         "task": dataset.task,
         "label_names": dataset.label_names,
@@ -332,7 +340,7 @@ def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> di
             positive_class=cfg.data.positive_class,
             urgent_classes=cfg.eval.urgent_classes,
         ),
-        "preprocessing": {**preprocessing_for(dataset, cfg.data), **({"tta": tta} if (tta := _tta(cfg)) else {})},
+        "preprocessing": {**prep, **({"tta": tta} if (tta := _tta(cfg)) else {})},
         "threshold": threshold,
         "operating_point": {"method": cfg.eval.operating_point, "target_sensitivity": cfg.eval.target_sensitivity},
         "dataset": dataset.record(),  # name and content hash, never a path
@@ -389,6 +397,7 @@ def fit(
     if eq := prep.pop("equalize", None):  # equalise the stored images once, not every batch
         train_split = replace(train_split, images=apply_equalize(train_split.images, eq))
         val = replace(val, images=apply_equalize(val.images, eq))
+    tabular = {"train": split_tabular(prep, train_split), "val": split_tabular(prep, val)}  # None: images only
     steps = sum(1 for s in range(0, len(train_split), tc.batch_size) if len(train_split) - s >= 2)
     epochs = planned = max(tc.epochs, -(-tc.min_steps // max(steps, 1)))
     optimizer = build_optimizer(model, cfg.optim)
@@ -476,10 +485,11 @@ def fit(
             mixer=mixer,
             deadline=deadline,
             semi=semi,
+            tabular=tabular["train"],
         )
         if ema is not None:
             eval_model.load_state_dict(ema.state)
-        logits = predict_logits(eval_model, val.images, prep, tc.eval_batch_size)
+        logits = predict_logits(eval_model, val.images, prep, tc.eval_batch_size, tabular=tabular["val"])
         val_loss = float(task_loss(logits, torch.from_numpy(val.labels), task))
         probs = logits_to_probs(logits, task).numpy()
         row = {

@@ -79,6 +79,9 @@ def resolve_run(
         if _load_args(cfg) != before:
             dataset = load_configured(cfg.data)
     cfg.recipe = label
+    from medclass.training.multimodal import resolve_fusion
+
+    resolve_fusion(cfg, dataset)  # before the ensemble check: fusion refuses ensembles with its own message
     _check_ensemble(cfg, dataset)
     return cfg, dataset
 

@@ -1,0 +1,197 @@
+"""Training and predicting with clinical fields: every fusion method end to end on a manifest whose label lies in a
+clinical field, the schema fitted on training rows and stored, prediction with and without fields."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import medclass
+from medclass.errors import ConfigError, DataError
+from medclass.metrics.classification import roc_auc
+
+FAST = {"epochs": 6, "batch_size": 16, "train.min_steps": 0, "train.threads": 1, "train.precision": "fp32"}
+FAST.update({"train.device": "cpu", "train.eval_batch_size": 64, "eval.n_bootstrap": 20})
+METHODS = ("concat", "film", "late", "tabular_only")
+
+
+def write_manifest(root: Path, n: int = 160, seed: int = 0) -> Path:
+    """Noise images (no signal) whose label is ``age > 50``; age missing on 10% of rows, ``sex`` irrelevant."""
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(root / "img" / f"{i:03d}.png")
+        age = rng.uniform(20, 80)
+        rows.append(
+            [f"img/{i:03d}.png", int(age > 50), f"{age:.1f}" if rng.random() > 0.1 else "", rng.choice(["f", "m"])]
+        )
+    path = root / "m.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "age", "sex"])
+        writer.writerows(rows)
+    return path
+
+
+def _train(data: Path, out: Path, **options) -> medclass.api.Run:
+    return medclass.train(data, recipe="default", out=out, progress=False, **{**FAST, **options})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """The data, and one run per fusion method plus an image-only one (``none``)."""
+    root = tmp_path_factory.mktemp("multimodal")
+    data = write_manifest(root / "data")
+    out = {"data": data, "none": _train(data, root / "none")}
+    for method in METHODS:
+        out[method] = _train(data, root / method, tabular=["age", "sex"], fusion=method)
+    return out
+
+
+def _test_split(run: medclass.api.Run):
+    from medclass.data.sources import load_configured
+
+    return load_configured(run.config.data).splits["test"]
+
+
+def test_every_fusion_uses_the_clinical_signal_that_images_lack(runs):
+    image_only = runs["none"].metrics["splits"]["test"]["auc"]
+    assert image_only < 0.7, "the images carry no signal"
+    for method in METHODS:
+        auc = runs[method].metrics["splits"]["test"]["auc"]
+        assert auc > 0.85 and auc > image_only + 0.2, (method, auc, image_only)
+
+
+def test_the_checkpoint_records_fusion_and_the_schema_fitted_on_training_rows(runs):
+    from medclass.data.sources import load_configured
+
+    run = runs["film"]
+    meta = json.loads((run.path / "model.json").read_text())
+    fusion = meta["architecture"]["fusion"]
+    assert fusion["method"] == "film" and fusion["tabular_dim"] == 5 and fusion["modality_dropout"] == 0.2
+    assert fusion["features"] == ["age", "age:missing", "sex=f", "sex=m", "sex:missing"]
+    age, sex = meta["preprocessing"]["tabular"]["columns"]
+    ds = load_configured(run.config.data)
+    train = np.array([float(v) for v in ds.splits["train"].tabular.columns["age"] if v], dtype=np.float64)
+    every = np.array([float(v) for s in ds.splits.values() for v in s.tabular.columns["age"] if v], dtype=np.float64)
+    assert (
+        age["kind"] == "numeric"
+        and age["mean"] == pytest.approx(train.mean())
+        and age["std"] == pytest.approx(train.std())
+    )
+    assert age["mean"] != pytest.approx(every.mean()), "validation and test rows are not used"
+    assert sex == {"name": "sex", "kind": "categorical", "categories": ["f", "m"]}
+    assert "fusion" not in json.loads((runs["none"].path / "model.json").read_text())["architecture"]
+    assert "tabular" not in json.loads((runs["none"].path / "model.json").read_text())["preprocessing"]
+
+
+def test_predicting_through_the_checkpoint_gives_the_evaluated_probabilities(runs):
+    test = _test_split(runs["concat"])
+    rows = [dict(zip(test.tabular.columns, vals, strict=True)) for vals in zip(*test.tabular.columns.values())]
+    images = test.images[:, 0].numpy()
+    for method in METHODS:
+        predictor = medclass.load(runs[method].path)
+        assert predictor.clinical_fields == ["age", "sex"]
+        probs = predictor.predict_proba(images, tabular=rows)
+        expect = runs[method].metrics["splits"]["test"]["auc"]
+        assert roc_auc(test.labels, probs[:, 1]) == pytest.approx(expect, abs=1e-9), method
+        again = medclass.load(runs[method].path).predict_proba(
+            images, tabular={k: list(v) for k, v in test.tabular.columns.items()}
+        )
+        np.testing.assert_array_equal(again, probs)  # a second load, the columns form: identical
+
+
+def test_without_fields_every_field_is_missing(runs):
+    predictor = medclass.load(runs["late"].path)
+    images = _test_split(runs["late"]).images[:6, 0].numpy()
+    none = predictor.predict_proba(images)
+    np.testing.assert_array_equal(none, predictor.predict_proba(images, tabular=[{}] * 6))
+    np.testing.assert_array_equal(none, predictor.predict_proba(images, tabular=[{"age": None, "sex": ""}] * 6))
+    young = predictor.predict_proba(images[:1], tabular=[{"age": 25}])
+    old = predictor.predict_proba(images[:1], tabular=[{"age": 75}])
+    assert old[0, 1] > young[0, 1] + 0.2, "the field moves the prediction the way the label does"
+    with pytest.raises(DataError, match="trained on images only"):
+        medclass.load(runs["none"].path).predict_proba(images, tabular=[{"age": 3}] * 6)
+    with pytest.raises(DataError, match="unknown field"):
+        predictor.predict_proba(images[:1], tabular=[{"weight": 3}])
+
+
+def test_cli_predict_matches_clinical_fields_by_file_name(runs, run_cli, tmp_path):
+    data = runs["data"]
+    images = [data.parent / "img" / f"{i:03d}.png" for i in (3, 4, 5)]
+    clinical = tmp_path / "clinical.csv"
+    clinical.write_text("file,age,sex,note\n003.png,75,f,x\n004.png,25,,y\n", encoding="utf-8")
+    res = run_cli("predict", "--checkpoint", runs["concat"].path, *images, "--clinical", clinical)
+    assert res.code == 0, res.err
+    rows = list(csv.DictReader(res.out.splitlines()))
+    predictor = medclass.load(runs["concat"].path)
+    fields = [{"age": 75, "sex": "f"}, {"age": 25}, {}]  # 005.png has no row: every field missing
+    expect = predictor.predict_proba([str(p) for p in images], tabular=fields)
+    got = np.array([[float(r["prob_0"]), float(r["prob_1"])] for r in rows])
+    np.testing.assert_allclose(got, expect, atol=1e-6)
+    assert "1 of 3 images have no row" in res.err
+    plain = run_cli("predict", "--checkpoint", runs["concat"].path, *images)
+    expect_none = predictor.predict_proba([str(p) for p in images])
+    got_none = np.array([[float(r["prob_0"]), float(r["prob_1"])] for r in csv.DictReader(plain.out.splitlines())])
+    np.testing.assert_allclose(got_none, expect_none, atol=1e-6)
+
+
+def test_evaluate_scores_a_fusion_checkpoint_as_training_did(runs, run_cli, tmp_path):
+    res = run_cli("evaluate", "--checkpoint", runs["film"].path, "--data", runs["data"], "--out", tmp_path / "ev")
+    assert res.code == 0, res.err
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["splits"]["test"]["auc"] == pytest.approx(runs["film"].metrics["splits"]["test"]["auc"])
+
+
+def test_fusion_without_columns_and_one_input_options_are_refused(runs, tmp_path):
+    from medclass.api import overrides_from
+    from medclass.training.run import resolve_run
+
+    data = str(runs["data"])
+    with pytest.raises(ConfigError, match="needs clinical fields"):
+        resolve_run(recipe="default", overrides=overrides_from(data=data, options={"fusion": "film"}))
+    with pytest.raises(ConfigError, match="mixup"):
+        options = {"tabular": "age", "augment.mixup": 0.2}
+        resolve_run(recipe="default", overrides=overrides_from(data=data, options=options))
+    cfg, _ = resolve_run(recipe="default", overrides=overrides_from(data=data, options={"tabular": "age"}))
+    assert cfg.model.fusion == "concat", "clinical columns without a fusion method: concat"
+    from medclass.checkpoint import load_model
+    from medclass.deploy.export import ExportError, export_onnx
+
+    model, meta = load_model(runs["concat"].path)
+    with pytest.raises(ExportError, match="clinical fields"):
+        export_onnx(model, meta, tmp_path / "m.onnx", check_images=np.zeros((2, 1, 8, 8), np.uint8))
+
+
+def test_an_unreadable_value_in_test_rows_is_one_line_naming_file_row_and_column(tmp_path, run_cli, fast_config):
+    data = write_manifest(tmp_path / "d", n=60)
+    lines = data.read_text().splitlines()
+    splits = ["train" if i % 10 < 7 else "val" if i % 10 == 7 else "test" for i in range(60)]
+    lines = [lines[0] + ",split"] + [f"{line},{s}" for line, s in zip(lines[1:], splits, strict=True)]
+    path, label, _, sex, split = lines[-1].split(",")
+    assert split == "test"
+    lines[-1] = ",".join([path, label, "forty", sex, split])  # numeric in training, text in a test row
+    data.write_text("\n".join(lines) + "\n")
+    res = run_cli(
+        "train", "--data", data, "--config", fast_config, "--out", tmp_path / "run", "--tabular", "age,sex", "-q"
+    )
+    assert res.code == 2 and res.err.count("\n") == 1, res.err
+    assert f"m.csv: row {len(lines)}, column 'age': cannot read 'forty' as a number" in res.err
+    assert not (tmp_path / "run").exists(), "refused before training"
+
+
+def test_training_warns_about_a_clinical_field_that_gives_the_label_away(runs, caplog):
+    from medclass.data.sources import load_configured
+    from medclass.training.multimodal import warn_leaking_fields
+
+    ds = load_configured(runs["concat"].config.data)
+    with caplog.at_level("WARNING", logger="medclass.training.multimodal"):
+        warnings = warn_leaking_fields(ds, ["age", "sex"])
+    assert len(warnings) == 1 and warnings[0].startswith("clinical field 'age' "), warnings  # the label is age > 50
+    assert warnings[0] in caplog.text and "'sex'" not in caplog.text
