@@ -129,6 +129,17 @@ def overrides_from(
     return out
 
 
+def _resumed(out: str | Path | None) -> tuple[RunConfig, Any]:
+    """The saved configuration of the run in ``out`` and its data, for ``resume``."""
+    from medclass.data.sources import load_configured
+    from medclass.training.loop import resume_config
+
+    if out is None or not (Path(out) / "config.yaml").is_file():
+        raise DataError(f"{out or 'out'}: nothing to resume (no config.yaml); give the run's folder")
+    cfg = resume_config(out)
+    return cfg, load_configured(cfg.data)
+
+
 def train(
     data: str | Path,
     model: str | None = None,
@@ -162,13 +173,7 @@ def train(
     from medclass.training.run import default_out, resolve_run, run_training
 
     if resume:
-        from medclass.data.sources import load_configured
-        from medclass.training.loop import resume_config
-
-        if out is None or not (Path(out) / "config.yaml").is_file():
-            raise DataError(f"{out or 'out'}: nothing to resume (no config.yaml); give the run's folder")
-        cfg = resume_config(out)
-        dataset = load_configured(cfg.data)
+        cfg, dataset = _resumed(out)
     else:
         cfg, dataset = resolve_run(
             recipe=recipe,
@@ -223,13 +228,7 @@ def pretrain(
     if unlabeled:
         section["unlabeled"] = [str(u) for u in unlabeled]
     if resume:
-        from medclass.data.sources import load_configured
-        from medclass.training.loop import resume_config
-
-        if out is None or not (Path(out) / "config.yaml").is_file():
-            raise DataError(f"{out or 'out'}: nothing to resume (no config.yaml); give the run's folder")
-        cfg = resume_config(out)
-        dataset = load_configured(cfg.data)
+        cfg, dataset = _resumed(out)
     else:
         options["pretrain"] = section
         cfg, dataset = resolve_run(
