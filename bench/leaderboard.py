@@ -136,7 +136,9 @@ def render(saved: dict[str, dict], *, mode: str = "budget") -> str:
     for dataset, entry in saved.items():
         models = entry["results"]
         where = entry.get("device") or f"{entry['threads']} thread(s) per run"
-        lines += [f"### {dataset}", "", f"Command: `{entry['command']}` ({where}).", ""]
+        commands = entry.get("commands") or [entry["command"]]
+        said = " then ".join(f"`{c}`" for c in commands)
+        lines += [f"### {dataset}", "", f"Command{'s' if len(commands) > 1 else ''}: {said} ({where}).", ""]
         speed = entry.get("inference")
         if speed:
             lines += [
@@ -259,7 +261,8 @@ def main() -> None:
     for dataset in args.datasets:
         file = Path(args.results) if args.results else RESULTS / f"{PREFIX[mode]}{dataset}.json"
         entry = json.loads(file.read_text()) if file.exists() else {"results": {}}
-        entry.update(command=command, threads=torch.get_num_threads())
+        commands = entry.get("commands") or ([entry["command"]] if "command" in entry else [])
+        entry.update(command=command, commands=[*dict.fromkeys([*commands, command])], threads=torch.get_num_threads())
         if gpu:
             entry["device"] = torch.cuda.get_device_name(0)
         results: dict = entry["results"]
