@@ -35,6 +35,7 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
     "positive_class": ("data", "positive_class"),
     "label_column": ("data", "label_column"),
     "group_column": ("data", "group_column"),
+    "group_by": ("data", "group_by"),
     "init_from": ("model", "init_from"),
     "labels": ("data", "labels"),
     "label_seed": ("data", "label_seed"),

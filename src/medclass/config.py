@@ -62,6 +62,10 @@ class DataConfig:
         tabular: Manifest columns of clinical fields (age, sex, body site ...) given to the model beside each
             image (``--tabular age,sex``): encoded by a schema fitted on the training split and stored in the
             checkpoint (:mod:`medclass.data.tabular`); with ``model.fusion: none`` the run uses ``concat``.
+        group_by: Manifest column naming the case each image belongs to (a lesion, study or patient): the
+            images of one case get one prediction, the mean of their logits, and ``metrics.json`` reports
+            case-level figures beside the image-level ones. Cases are kept whole in one split (it is the
+            split's group column unless ``group_column`` names another).
     """
 
     spec: str = "pneumoniamnist"
@@ -83,11 +87,13 @@ class DataConfig:
     labels: float | None = None
     label_seed: int = 0
     tabular: list[str] = field(default_factory=list)
+    group_by: str | None = None
 
     def file_options(self) -> dict[str, Any]:
         """Keyword options for folder and manifest sources (:func:`medclass.data.sources.load_files`)."""
         opts = {"window": self.window, "frame": self.frame, "max_pixels": self.max_pixels, "dedup": self.dedup}
-        opts.update({k: v for k, v in (("label_column", self.label_column), ("group_column", self.group_column)) if v})
+        columns = ("label_column", "group_column", "group_by")
+        opts.update({k: getattr(self, k) for k in columns if getattr(self, k)})
         if self.tabular:
             opts["tabular"] = list(self.tabular)
         return opts

@@ -148,6 +148,8 @@ def evaluate_model(
         )
         metrics["splits"][s]["calibration"] = _calibration_entry(split.labels, raw[s], probs[s], task, calibration)
         metrics["splits"][s].update(trust_metrics(meta, split.labels, probs[s]))
+        if split.cases is not None:
+            metrics["splits"][s]["cases"] = case_metrics(split, logits[s], meta, threshold, n_bootstrap, seed)
         plot[s] = _report_curves(
             curves(split.labels, probs[s], task=task, label_names=meta["label_names"], positive_index=pos)
         )
@@ -161,6 +163,33 @@ def evaluate_model(
     if "test" in splits:
         _add_test_figures(plot["test"], model, {**meta, "threshold": threshold}, dataset.splits["test"], probs["test"])
     return metrics, plot, {s: probs[s] for s in splits}
+
+
+def case_metrics(
+    split: Any, logits: torch.Tensor, meta: dict[str, Any], threshold: Any, n_bootstrap: int, seed: int
+) -> dict[str, Any]:
+    """Metrics of one prediction per case (``split.cases``): the mean of its images' uncalibrated logits ``(N, K)``,
+    then the run's calibration; bootstrap intervals resample cases. Adds ``n_cases``, ``images_per_case`` and
+    ``mixed_labels`` (cases whose images carry different labels; the most common one is used)."""
+    from medclass.metrics.cases import Cases
+
+    task = meta["task"]
+    cases = Cases.of(split.cases)
+    z = cases.mean_logits(logits)
+    probs = logits_to_probs(apply_calibration(z, meta.get("calibration")), task).numpy()
+    labels, mixed = cases.labels(split.labels)
+    out = evaluate_predictions(
+        labels,
+        probs,
+        task=task,
+        label_names=meta["label_names"],
+        operating_threshold=threshold if task in ("binary", "multilabel") else None,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        positive_index=positive_index(meta),
+    )
+    out.update(n_cases=len(cases), images_per_case=round(float(cases.sizes().mean()), 3), mixed_labels=mixed)
+    return out
 
 
 def _add_test_figures(plot: dict[str, Any], model: nn.Module, meta: dict[str, Any], split: Any, probs: Any) -> None:

@@ -195,3 +195,55 @@ def test_training_warns_about_a_clinical_field_that_gives_the_label_away(runs, c
         warnings = warn_leaking_fields(ds, ["age", "sex"])
     assert len(warnings) == 1 and warnings[0].startswith("clinical field 'age' "), warnings  # the label is age > 50
     assert warnings[0] in caplog.text and "'sex'" not in caplog.text
+
+
+def test_field_importance_in_the_run_names_the_field_that_carries_the_label(runs):
+    importance = runs["concat"].metrics["field_importance"]
+    assert importance["_all"]["auc"] == pytest.approx(runs["concat"].metrics["splits"]["test"]["auc"], abs=1e-6)
+    assert importance["age"]["auc_drop"] > 0.2, importance  # the label is age > 50
+    assert abs(importance["sex"]["auc_drop"]) < 0.05, importance
+    assert "<h2>Clinical fields</h2>" in (runs["concat"].path / "report.html").read_text()
+
+
+def test_field_contributions_against_predictions_with_the_field_withheld(runs):
+    from medclass.explain.fields import field_contributions
+
+    predictor = medclass.load(runs["film"].path)
+    images, _ = predictor.load_inputs([str(runs["data"].parent / "img" / f"{i:03d}.png") for i in range(4)])
+    rows = [{"age": 75, "sex": "f"}, {"age": 25, "sex": "m"}, {"sex": "f"}, {"age": 80}]
+    targets = np.array([1, 1, 0, 1])
+    got = field_contributions(predictor, images, rows, targets)
+    for i, row in enumerate(rows):
+        full = predictor.probs(images[i : i + 1], tabular=[row])[0, targets[i]]
+        for j, field in enumerate(predictor.clinical_fields):
+            rest = {k: v for k, v in row.items() if k != field}
+            want = full - predictor.probs(images[i : i + 1], tabular=[rest])[0, targets[i]]
+            assert got[i, j] == pytest.approx(want, abs=1e-6)
+    assert got[0, 0] > 0.1 and got[1, 0] < -0.1, got  # an old age raises P(1), a young one lowers it
+    assert got[2, 0] == 0.0, "a missing field contributes nothing"
+
+
+def test_cli_explain_writes_each_field_contribution_beside_the_heat_map(runs, run_cli, tmp_path):
+    data = runs["data"]
+    images = [data.parent / "img" / f"{i:03d}.png" for i in (3, 4)]
+    clinical = tmp_path / "clinical.csv"
+    clinical.write_text("file,age,sex\n003.png,75,f\n004.png,25,m\n", encoding="utf-8")
+    res = run_cli("explain", "--checkpoint", runs["film"].path, *images, "--clinical", clinical, "--out", tmp_path)
+    assert res.code == 0, res.err
+    records = json.loads((tmp_path / "explanations.json").read_text())["explanations"]
+    assert [r["fields"]["age"]["value"] for r in records] == ["75", "25"]
+    assert [r["target"] for r in records] == ["1", "0"], records  # the decision follows age, the label's field
+    assert all(r["fields"]["age"]["contribution"] > 0.05 for r in records), records  # and age supports it
+    assert (tmp_path / records[0]["png"]).is_file() and "clinical fields:" in res.out
+
+
+def test_gradient_boosting_on_the_fields_alone_finds_the_label_and_needs_fields(runs):
+    from medclass.training.tabular_baseline import fit_gradient_boosting
+
+    ds = medclass.load_dataset(str(runs["data"]), tabular=["age", "sex"])
+    probs = fit_gradient_boosting(ds)
+    assert {k: v.shape for k, v in probs.items()} == {k: (len(s), 2) for k, s in ds.splits.items()}
+    test = ds.splits["test"]
+    assert roc_auc(test.labels, probs["test"][:, 1]) > 0.85  # age decides the label; 10% of ages are missing
+    with pytest.raises(ConfigError, match="no clinical fields"):
+        fit_gradient_boosting(medclass.load_dataset(str(runs["data"])))

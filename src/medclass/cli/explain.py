@@ -32,17 +32,21 @@ def _targets(arg: str | None, predictor: Any, probs: np.ndarray) -> np.ndarray:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from medclass.explain.fields import field_contributions
     from medclass.explain.methods import saliency
     from medclass.explain.output import safe_name, write_explanation
     from medclass.explain.sanity import RANDOMISATION_LIMIT, randomisation_check
-    from medclass.inference import predict_probs, to_input
-    from medclass.predict import Predictor
+    from medclass.inference import to_input
+    from medclass.predict import Predictor, clinical_for
     from medclass.utils.files import write_json
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
     images, sources = predictor.load_inputs(args.inputs)
-    probs = predict_probs(predictor.model, images, predictor.task, predictor.prep, calibration=predictor.calibration)
+    tabular = clinical_for(sources, args.clinical, predictor.clinical_fields) if args.clinical else None
+    probs = predictor.probs(images, tabular=tabular)
     targets = _targets(args.target, predictor, probs)
+    fields = list(predictor.clinical_fields)
+    contributions = field_contributions(predictor, images, tabular, targets) if fields else None
     x = to_input(images, predictor.prep)
     maps = np.concatenate(
         [
@@ -73,6 +77,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "npy": npy.name,
             }
         )
+        if contributions is not None:
+            given = tabular[i] if tabular else {}
+            records[-1]["fields"] = {
+                f: {"value": given.get(f), "contribution": round(float(contributions[i, j]), 4)}
+                for j, f in enumerate(fields)
+            }
     summary = {
         "method": args.method,
         "checkpoint": str(args.checkpoint),
@@ -86,6 +96,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     }
     write_json(out / "explanations.json", summary)
     print(f"wrote {len(records)} explanations ({args.method}) to {out}")
+    if contributions is not None:
+        print("clinical fields: change in P(target) when the field is withheld (positive: the field raised it)")
+        for r in records:
+            parts = ", ".join(f"{f}={v['value']!s} {v['contribution']:+.3f}" for f, v in r["fields"].items())
+            print(f"  {r['source']}: {r['target']} {r['prob']:.3f}; {parts}")
     verdict = "passed" if check["passed"] else "FAILED"
     print(
         f"randomisation check {verdict}: Spearman correlation with a randomised model's maps {check['mean']:.2f} "
@@ -119,4 +134,10 @@ def add_explain_command(sub: Any, parents: list[argparse.ArgumentParser], format
     ex.add_argument("--target", help="class name or index to explain (default: the model's decision per image)")
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--batch-size", type=int, default=32, help="images per saliency batch")
+    ex.add_argument(
+        "--clinical",
+        metavar="CSV",
+        help="clinical fields of the inputs (a model trained with --tabular), matched by file name as for predict: "
+        "the prediction uses them and each field's contribution is written beside the heat map",
+    )
     ex.set_defaults(func=cmd_explain)

@@ -29,6 +29,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "positive_class": args.positive_class,
         "label_column": args.label_column,
         "group_column": args.group_column,
+        "group_by": args.group_by,
         "labels": args.labels,
         "label_seed": args.label_seed,
         "tabular": args.tabular,
@@ -76,6 +77,11 @@ def print_summary(metrics: dict[str, Any], split: str = "test") -> None:
         f"\n{metrics['dataset']} {split}: AUC {s['auc']:.4f} (95% CI {s['auc_ci'][0]:.3f}-{s['auc_ci'][1]:.3f}), "
         f"ACC {s['acc']:.4f} (95% CI {s['acc_ci'][0]:.3f}-{s['acc_ci'][1]:.3f}), n={s['n']}"
     )
+    if c := s.get("cases"):
+        print(
+            f"{metrics['dataset']} {split}, one prediction per case (mean logits, {c['images_per_case']:.2f} images): "
+            f"AUC {c['auc']:.4f}, ACC {c['acc']:.4f}, balanced ACC {c['balanced_accuracy']:.4f}, {c['n_cases']} cases"
+        )
     if "operating_point" in s and metrics["task"] == "binary":
         op, pos = s["operating_point"], metrics.get("positive_class", metrics["label_names"][-1])
         print(
@@ -99,7 +105,7 @@ def _split_options(run: Path, data: str) -> dict[str, Any]:
     if "dedup" in cfg:
         out["dedup"] = bool(cfg["dedup"])
     if Path(data).suffix.lower() == ".csv":
-        out.update({k: cfg[k] for k in ("label_column", "group_column", "tabular") if cfg.get(k)})
+        out.update({k: cfg[k] for k in ("label_column", "group_column", "tabular", "group_by") if cfg.get(k)})
     return out
 
 
@@ -130,9 +136,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from medclass.predict import Predictor
 
     predictor = Predictor.from_checkpoint(args.checkpoint, ensemble=args.ensemble, mc_samples=args.mc_dropout)
-    dataset = load_dataset(
-        args.data, **_split_options(Path(args.checkpoint), args.data), **predictor.prep.get("decode", {})
-    )
+    options = _split_options(Path(args.checkpoint), args.data)
+    if args.group_by:
+        options["group_by"] = args.group_by
+    dataset = load_dataset(args.data, **options, **predictor.prep.get("decode", {}))
     for split in dataset.splits.values():
         split.images = predictor.prepare(split.images.numpy(), where=args.data)
     splits = tuple(args.split)
@@ -253,6 +260,12 @@ def add_run_commands(sub: Any, parents: list[argparse.ArgumentParser], formatter
         "--group-column", metavar="COL", help="manifest column kept in one split (default: patient_id, else group_id)"
     )
     t.add_argument(
+        "--group-by",
+        metavar="COL",
+        help="manifest column naming each image's case (lesion, study, patient): one prediction per case, the mean "
+        "of its images' logits, reported beside the image-level metrics",
+    )
+    t.add_argument(
         "--tabular",
         type=_columns,
         metavar="COL,COL",
@@ -290,6 +303,11 @@ def add_run_commands(sub: Any, parents: list[argparse.ArgumentParser], formatter
     e.add_argument("--split", nargs="+", default=["test"], choices=["train", "val", "test"], help="splits to score")
     e.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     e.add_argument("--out", help="output folder (default RUN/eval-<data>)")
+    e.add_argument(
+        "--group-by",
+        metavar="COL",
+        help="manifest column naming each image's case: case-level metrics too (default: the run's data.group_by)",
+    )
     e.add_argument(
         "--corruptions",
         action="store_true",

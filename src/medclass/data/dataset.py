@@ -33,12 +33,15 @@ class Split:
         patient_ids: Optional array ``(N,)`` of strings; rows of one patient share an ID.
         tabular: Optional raw clinical fields of the ``N`` rows (a manifest's ``--tabular`` columns), encoded
             by the schema fitted on the training split (:mod:`medclass.data.tabular`).
+        cases: Optional array ``(N,)`` of case identifiers (``data.group_by``): images of one case get one
+            prediction (:func:`medclass.metrics.cases.case_logits`).
     """
 
     images: torch.Tensor
     labels: np.ndarray
     patient_ids: np.ndarray | None = None
     tabular: TabularTable | None = None
+    cases: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -48,7 +51,8 @@ class Split:
         idx = torch.as_tensor(index, dtype=torch.long)
         pids = None if self.patient_ids is None else self.patient_ids[index]
         tabular = None if self.tabular is None else self.tabular.subset(index)
-        return Split(self.images[idx], self.labels[index], pids, tabular)
+        cases = None if self.cases is None else self.cases[index]
+        return Split(self.images[idx], self.labels[index], pids, tabular, cases)
 
 
 @dataclass

@@ -48,6 +48,8 @@ class FileTable:
         tabular: The manifest's clinical columns asked for (``read_manifest(tabular=...)``), raw, with each
             row's line number in the file; ``None`` when none were asked for.
         label_columns: The manifest columns the labels came from (empty for folders).
+        cases: ``(N,)`` case identifiers (``read_manifest(group_by=...)``): the images of one case get one
+            prediction. ``None`` when none were asked for.
     """
 
     paths: list[Path]
@@ -59,6 +61,7 @@ class FileTable:
     source: str
     tabular: TabularTable | None = None
     label_columns: tuple[str, ...] = ()
+    cases: np.ndarray | None = None
 
     def split_rows(self) -> dict[str, list[int]] | None:
         """Row indices per split, or ``None`` when the source has no split column or folders."""
@@ -143,6 +146,7 @@ def read_manifest(
     label_column: str | None = None,
     group_column: str | None = None,
     tabular: list[str] | tuple[str, ...] | None = None,
+    group_by: str | None = None,
 ) -> FileTable:
     """Read a CSV manifest: ``path`` plus a ``label`` column or several 0/1 label columns.
 
@@ -160,6 +164,8 @@ def read_manifest(
             in one split (default: ``patient_id``, else ``group_id`` when present, else none).
         tabular: Clinical columns to keep per row, raw (:attr:`FileTable.tabular`); encoded later, by a
             schema fitted on the training split (:mod:`medclass.data.tabular`).
+        group_by: The column naming each image's case (:attr:`FileTable.cases`). Unless ``group_column`` is
+            given it is also the split's group column, so that a case never straddles two splits.
 
     Raises:
         DataError: Unreadable CSV, no ``path`` or label column, an unknown ``label_column``,
@@ -180,7 +186,9 @@ def read_manifest(
         raise DataError(f"{path}: cannot read CSV ({err})") from None
     if "path" not in header:
         raise DataError(f"{path}: manifest needs a 'path' column (found: {', '.join(header)})")
-    for option, column in (("label_column", label_column), ("group_column", group_column)):
+    if group_by is not None and group_column is None:
+        group_column = group_by
+    for option, column in (("label_column", label_column), ("group_column", group_column), ("group_by", group_by)):
         if column is not None and (column not in header or column in ("path", "split")):
             raise DataError(f"{path}: {option} '{column}' is not a usable column (columns: {', '.join(header)})")
     if missing := [repr(c) for c in tabular or () if c not in header]:
@@ -196,7 +204,7 @@ def read_manifest(
     elif "label" in header:
         label_cols = ["label"]
     else:
-        skip = RESERVED_COLUMNS | METADATA_COLUMNS | {"group_id", group_column, *(tabular or ())}
+        skip = RESERVED_COLUMNS | METADATA_COLUMNS | {"group_id", group_column, group_by, *(tabular or ())}
         label_cols = [h for h in header if h not in skip]
     if not label_cols:
         raise DataError(f"{path}: manifest needs a 'label' column or 0/1 label columns besides path/patient_id/split")
@@ -237,4 +245,9 @@ def read_manifest(
     if tabular:
         columns = {c: np.array([r[c] for r in records], dtype=object) for c in tabular}
         table = TabularTable(columns, np.asarray(lines, dtype=np.int64), str(path))
-    return FileTable(files, labels, label_names, task, splits, groups, str(path), table, tuple(label_cols))
+    cases = None
+    if group_by is not None:
+        cases = np.array([r[group_by] for r in records], dtype=object)
+        if blank := [lines[i] for i, c in enumerate(cases) if not c.strip()]:
+            raise DataError(f"{path}: row {blank[0]}, column '{group_by}': empty case identifier (--group-by)")
+    return FileTable(files, labels, label_names, task, splits, groups, str(path), table, tuple(label_cols), cases)

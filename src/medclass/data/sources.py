@@ -216,12 +216,14 @@ def load_files(
         [table.paths[i] for i in keep], options, where=where, digests=[digests[i] for i in keep], cache=cache
     )
     tabular = None if table.tabular is None else table.tabular.subset(keep)
+    cases = None if table.cases is None else table.cases[keep]
     splits = {
         s: Split(
             images[torch.as_tensor(i)],
             labels[i],
             None if groups is None else groups[i],
             None if tabular is None else tabular.subset(i),
+            None if cases is None else cases[i],
         )
         for s, i in idx.items()
     }
@@ -232,9 +234,12 @@ def load_files(
     return ds
 
 
-def _manifest_only(spec: str | Path, label_column: str | None, group_column: str | None, tabular: Any = None) -> None:
-    """Refuse manifest column options for sources that have no columns (folders, ``.npz``, catalog)."""
-    options = (("label_column", label_column), ("group_column", group_column), ("tabular", tabular))
+_COLUMN_OPTIONS = ("label_column", "group_column", "tabular", "group_by")
+
+
+def _manifest_only(spec: str | Path, options: dict[str, Any]) -> None:
+    """Refuse manifest column options (``_COLUMN_OPTIONS``) for sources that have no columns (folders, ``.npz``)."""
+    options = tuple((k, options.get(k)) for k in _COLUMN_OPTIONS)
     given = [f"{k}={v!r}" for k, v in options if v]
     if given:
         raise DataError(f"{spec}: {', '.join(given)} applies to CSV manifests only; this source has no columns")
@@ -253,7 +258,8 @@ def load_folder(
     out of train); otherwise a seeded stratified split is made. Keyword arguments are those of
     :func:`load_files`; ``label_column``/``group_column``/``tabular`` are refused (a folder has no columns).
     """
-    _manifest_only(path, label_column, group_column, tabular)
+    _manifest_only(path, {"label_column": label_column, "group_column": group_column, "tabular": tabular, **kwargs})
+    kwargs.pop("group_by", None)
     return load_files(scan_folder(path), **kwargs)
 
 
@@ -272,7 +278,8 @@ def load_manifest(
     clinical fields (:attr:`~medclass.data.dataset.Split.tabular`). Other keyword arguments are those of
     :func:`load_files`.
     """
-    table = read_manifest(path, label_column=label_column, group_column=group_column, tabular=tabular)
+    cases = kwargs.pop("group_by", None)
+    table = read_manifest(path, label_column=label_column, group_column=group_column, tabular=tabular, group_by=cases)
     return load_files(table, **kwargs)
 
 
@@ -307,7 +314,7 @@ def load_dataset(
     """
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".npz" or (path.is_file() and zipfile.is_zipfile(path)):
-        _manifest_only(spec, *(file_options.get(k) for k in ("label_column", "group_column", "tabular")))
+        _manifest_only(spec, file_options)
         return load_npz(path, image_size=image_size)
     if path.suffix.lower() == ".csv":
         return load_manifest(path, image_size=image_size, val=val, test=test, seed=seed, **file_options)
@@ -320,7 +327,7 @@ def load_dataset(
         catalog.get_info(spec.split("@")[0])  # raises "unknown dataset" with suggestions
         raise DataError(f"{spec}: not found")
     info, size = parsed
-    _manifest_only(spec, *(file_options.get(k) for k in ("label_column", "group_column", "tabular")))
+    _manifest_only(spec, file_options)
 
     file = resolve(info, size, download=download)
     return load_npz(file, image_size=image_size, info=info)

@@ -378,6 +378,13 @@ def _split_section(name: str, s: Mapping[str, Any], metrics: Mapping[str, Any], 
             f"referral: {fmt(ref.get('coverage'))} of cases accepted, sensitivity {fmt(ref.get('sensitivity'))} "
             f"on them (target {fmt(ref.get('target_sensitivity'), 2)})"
         )
+    cases = s.get("cases")
+    if isinstance(cases, Mapping):
+        facts.append(
+            f"one prediction per case ({fmt(cases.get('n_cases'))} cases, {fmt(cases.get('images_per_case'), 2)} "
+            f"images each on average): AUC {fmt(cases.get('auc'))}, ACC {fmt(cases.get('acc'))}, balanced accuracy "
+            f"{fmt(cases.get('balanced_accuracy'))}"
+        )
     meta = "".join(f"<span>{_e(f)}</span>" for f in facts)
     split_curves = curves.get(name) if isinstance(curves, Mapping) else None
     figs = _curve_charts(split_curves, per_class, name) if isinstance(split_curves, Mapping) else []
@@ -422,6 +429,22 @@ def _gallery(cells: object) -> str:
         )
         rows.append(f'<h4>{_e(cell.capitalize())}</h4><div class="gallery">{imgs or "<p>none</p>"}</div>')
     return "<h3>Grad-CAM gallery</h3>" + "".join(rows)
+
+
+def _fields_section(importance: object) -> str:
+    """Permutation importance of each clinical field on the test split (``metrics["field_importance"]``)."""
+    if not isinstance(importance, Mapping) or not isinstance(importance.get("_all"), Mapping):
+        return ""
+    rows = [
+        [str(name), fmt((v or {}).get("auc_drop")), fmt((v or {}).get("sd"))]
+        for name, v in importance.items()
+        if name != "_all" and isinstance(v, Mapping)
+    ]
+    return (
+        f"<section><h2>Clinical fields</h2><p>Drop in test AUC ({fmt(importance['_all'].get('auc'))} with every "
+        "field) when one field's values are shuffled across the test rows: what the model takes from each field."
+        "</p>" + _table(["Field", "AUC drop", "sd over shuffles"], rows) + "</section>"
+    )
 
 
 def _robustness_section(rob: object) -> str:
@@ -535,6 +558,7 @@ def render_report(
         s = splits.get(name)
         if isinstance(s, Mapping):
             parts.append(_split_section(name, s, metrics, curves or {}))
+    parts.append(_fields_section(metrics.get("field_importance")))
     parts.append(_robustness_section(metrics.get("robustness")))
     if history:
         parts.append(_history_section(history))

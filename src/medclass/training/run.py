@@ -240,10 +240,22 @@ def _finish_run(
     metrics, plot, _ = fit_post_training(model, meta, dataset, cfg.eval, seed=cfg.train.seed)
     if labels:
         metrics["labels"] = labels
+    if meta["preprocessing"].get("tabular") and len(dataset.splits["test"]):
+        metrics["field_importance"] = _field_importance(model, meta, dataset.splits["test"], cfg.train.seed)
     save_model(out, model, {k: v for k, v in meta.items() if k != "format_version"})
     title = f"medclass: {dataset.name} / {cfg.model.name}"
     write_evaluation(out, metrics, plot, history=history, config=cfg.to_dict(), title=title)
     return metrics
+
+
+def _field_importance(model: Any, meta: dict, test: Any, seed: int) -> dict[str, dict[str, float]]:
+    """Permutation importance of each clinical field on the test split (:mod:`medclass.explain.fields`)."""
+    from medclass.explain.fields import permutation_importance
+    from medclass.predict import Predictor
+
+    predictor = Predictor(model, meta)
+    fields = None if test.tabular is None else test.tabular.columns
+    return permutation_importance(predictor, test.images, fields, test.labels, seed=seed)
 
 
 def _train_ensemble(cfg: RunConfig, dataset: Any, out: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
