@@ -203,7 +203,8 @@ def pretrain(
 
     Args:
         data: The task's data; only its training images are pretrained on.
-        method: ``simclr``, ``byol``, ``mim``, ``rotation`` (2D) or ``slice_order`` (3D); ``None``: the recipe's.
+        method: ``simclr``, ``byol``, ``mim``, ``mae`` (ViTs, hybrid), ``rotation``
+            (2D) or ``slice_order`` (3D); ``None``: the recipe's.
         model: Registry name or ``timm/<name>``; ``None`` keeps the recipe's.
         out: Run folder (default ``runs/<data>-<model>-<time>``); ``train(init_from=out)`` starts from it.
         unlabeled: Further data specs pooled without labels (copies of the task's val/test images dropped).

@@ -287,7 +287,8 @@ class PretrainConfig:
     Attributes:
         method: ``simclr`` (NT-Xent between two views), ``byol`` (an online network predicts a momentum
             target's projection of the other view), ``mim`` (masked image modelling: masked patches
-            reconstructed from the feature map), ``rotation`` (2D: which of four quarter turns) or
+            reconstructed from the feature map), ``mae`` (the masked autoencoder of the ViTs and the hybrid:
+            the transformer sees only the visible tokens), ``rotation`` (2D: which of four quarter turns) or
             ``slice_order`` (3D: the order of three shuffled slabs along depth).
         epochs: Passes over the pooled images.
         min_steps: Raise the epoch count until at least this many optimiser steps run.
@@ -298,7 +299,7 @@ class PretrainConfig:
         temperature: NT-Xent temperature (``simclr``).
         proj_dim: Output size of the projection head (``simclr``, ``byol``).
         momentum: Starting momentum of the BYOL target network (raised to 1 on a cosine).
-        mask_ratio: Share of patches masked (``mim``).
+        mask_ratio: Share of patches masked (``mim``, ``mae``).
         mask_patch: Side of a masked patch in pixels (``mim``).
         unlabeled: Further data specs whose images join the pool (labels ignored).
         copy_correlation: A pooled image whose grey thumbnail (whole or centrally cropped) correlates this
@@ -307,7 +308,7 @@ class PretrainConfig:
         views: The augmentation that makes each view.
     """
 
-    method: Literal["simclr", "byol", "mim", "rotation", "slice_order"] = "simclr"
+    method: Literal["simclr", "byol", "mim", "mae", "rotation", "slice_order"] = "simclr"
     epochs: int = 30
     min_steps: int = 0
     batch_size: int = 256

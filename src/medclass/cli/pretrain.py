@@ -8,7 +8,7 @@ from typing import Any
 from medclass.cli.common import print_table, set_options
 from medclass.errors import MedclassError
 
-METHODS = ("simclr", "byol", "mim", "rotation", "slice_order")
+METHODS = ("simclr", "byol", "mim", "mae", "rotation", "slice_order")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -67,7 +67,9 @@ def add_pretrain_command(sub: Any, parents: list[argparse.ArgumentParser], forma
     )
     p.add_argument("--data", help="the task: catalog name, .npz, folder or .csv manifest (training images only)")
     p.add_argument("--unlabeled", action="append", metavar="SPEC", help="more images without labels (repeat)")
-    p.add_argument("--method", choices=METHODS, help="simclr, byol, mim, rotation (2D) or slice_order (3D)")
+    p.add_argument(
+        "--method", choices=METHODS, help="simclr, byol, mim, mae (ViTs, hybrid), rotation (2D) or slice_order (3D)"
+    )
     p.add_argument("--model", help="registry name or timm/<name> (default: the recipe's)")
     p.add_argument("--recipe", default="auto", help="recipe whose model, data and pretrain sections apply")
     p.add_argument("--config", help="YAML file overriding the recipe")

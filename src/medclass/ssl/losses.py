@@ -60,3 +60,20 @@ def masked_l1(reconstruction: torch.Tensor, image: torch.Tensor, mask: torch.Ten
     """
     err = (reconstruction.float() - image.float()).abs() * mask
     return err.sum() / (mask.sum() * image.shape[1]).clamp_min(1.0)
+
+
+def masked_patch_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MAE's loss: mean squared error on hidden patches, each target patch normalised to mean 0 and variance 1.
+
+    Args:
+        prediction: ``(B, N, P)`` predicted pixels of every patch (``P`` = channels x pixels per patch).
+        target: ``(B, N, P)`` the image's patches.
+        mask: ``(B, N)`` 1 for a hidden patch, 0 for a visible one.
+
+    Returns:
+        Scalar: the mean over hidden patches of ``mean_p((pred - (t - mean(t)) / sqrt(var(t) + 1e-6))^2)``.
+    """
+    t = target.float()
+    t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+    per_patch = (prediction.float() - t).pow(2).mean(-1)
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)

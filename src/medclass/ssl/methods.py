@@ -10,8 +10,9 @@ architecture with a head, so ``train --init-from RUN`` loads all of it but the h
 * ``mim``: masked image modelling. Square (cubic) patches of the input are zeroed (the mean after
   normalisation); a one-layer decoder maps the encoder's feature map back to pixels, and the L1 error is
   taken on the hidden pixels only (SimMIM, Xie et al. 2022). It serves CNNs, the hybrid and ViTs alike:
-  a ViT's tokens are laid back on their grid. (MAE proper, whose encoder sees only the visible tokens, is
-  not built: it is a ViT-only speed-up of the same objective.)
+  a ViT's tokens are laid back on their grid.
+* ``mae``: the masked autoencoder for the ViTs and the hybrid, whose transformer sees only the visible
+  tokens (:mod:`medclass.ssl.mae`).
 * ``rotation``: which of four quarter turns an image shows (2D; Gidaris et al. 2018).
 * ``slice_order``: which of six orders three slabs of a volume were put in (3D).
 """
@@ -197,6 +198,10 @@ def build_method(cfg: PretrainConfig, encoder: nn.Module, sample_shape: tuple[in
         return BYOL(encoder, cfg)
     if cfg.method == "mim":
         return MaskedImageModel(encoder, cfg, sample_shape)
+    if cfg.method == "mae":
+        from medclass.ssl.mae import MaskedAutoencoder
+
+        return MaskedAutoencoder(encoder, cfg, sample_shape)  # type: ignore[return-value]  # same two calls
     if cfg.method == "rotation":
         return RotationPrediction(encoder)
     return SliceOrderPrediction(encoder)
