@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +152,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     **overrides: Any,
-) -> Run:
+) -> Run | None:
     """Train, calibrate and evaluate a model; the same run folder as ``medclass train``.
 
     Args:
@@ -169,10 +170,13 @@ def train(
             a shortcut's ``None`` means not given). An explicit ``epochs`` is the number of epochs trained.
 
     Returns:
-        The finished :class:`Run`.
+        The finished :class:`Run`. Under ``torchrun`` (several processes, :mod:`medclass.training.distributed`)
+        rank 0 returns it and the other ranks ``None``.
     """
+    from medclass.training.distributed import quiet_other_ranks
     from medclass.training.run import default_out, resolve_run, run_training
 
+    quiet_other_ranks()
     if resume:
         cfg, dataset = _resumed(out)
     else:
@@ -181,8 +185,11 @@ def train(
             config_file=config,
             overrides=overrides_from(data=str(data), model=model, options=overrides),
         )
+    if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("out: give the run folder when training with several processes (they must agree on it)")
     path = Path(out) if out is not None else default_out(cfg)
-    run_training(cfg, dataset, path, resume=resume, progress=progress)
+    if run_training(cfg, dataset, path, resume=resume, progress=progress) is None:
+        return None  # a distributed rank other than 0: rank 0 finished the run
     return Run(path)
 
 

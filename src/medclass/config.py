@@ -233,6 +233,9 @@ class TrainConfig:
             the earlier ones left of ``max_minutes``) and keep their averaged probabilities as the
             run's model: a deep ensemble in one checkpoint (:mod:`medclass.training.ensemble`).
             1 = one model.
+        world_size: How many processes trained the run (written by the loop: ``torchrun`` or ``--nproc``
+            sets it, not this key). ``batch_size`` is the global batch, split evenly over them, and ``optim.lr``
+            applies to it unchanged.
     """
 
     epochs: int = 20
@@ -248,6 +251,7 @@ class TrainConfig:
     max_minutes: float | None = None
     device: str = "auto"
     ensemble: int = 1
+    world_size: int = 1
 
 
 @dataclass

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for user errors). With no command, prints the help."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for a command that relaunches itself
     if args.command is None:
         parser.print_help()
         return 0

@@ -55,6 +55,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not args.resume and not args.data:
         raise MedclassError("train: --data is required")
+    if args.nproc:
+        from medclass.training.distributed import launch
+
+        given = args.argv[args.argv.index("train") + 1 :]
+        return launch(["train", *_without_nproc(given)], args.nproc)
     run = api.train(
         args.data,
         model=args.model,
@@ -65,8 +70,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         **({} if args.resume else _options(args)),
     )
-    print_summary(run.metrics)
+    if run is not None:  # None: a torchrun rank other than 0
+        print_summary(run.metrics)
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``train``'s arguments without ``--nproc N`` (each process of the job trains, none launches)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def print_summary(metrics: dict[str, Any], split: str = "test") -> None:
@@ -258,6 +277,13 @@ def add_run_commands(sub: Any, parents: list[argparse.ArgumentParser], formatter
     t.add_argument("--label-column", metavar="COL", help="manifest column holding the label (default: label)")
     t.add_argument(
         "--group-column", metavar="COL", help="manifest column kept in one split (default: patient_id, else group_id)"
+    )
+    t.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train with N processes on this machine (torchrun, DistributedDataParallel; --batch-size is the global "
+        "batch); for several machines run torchrun yourself, see the README",
     )
     t.add_argument(
         "--group-by",

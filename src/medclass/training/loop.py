@@ -31,6 +31,8 @@ from medclass.inference import model_device, predict_logits, split_tabular, to_i
 from medclass.metrics import medmnist
 from medclass.models import build_model
 from medclass.tasks import logits_to_probs, num_outputs, prior_logit_offset, task_loss
+from medclass.training import distributed
+from medclass.training.distributed import World, broadcast, check_batch, shard_order
 from medclass.training.multimodal import fusion_entry, tabular_schema
 from medclass.training.semi import SemiObjective, build_objective
 from medclass.training.transfer import set_frozen_eval
@@ -189,6 +191,8 @@ def train_one_epoch(
     deadline: float | None = None,
     semi: SemiObjective | None = None,
     tabular: torch.Tensor | None = None,
+    forward: nn.Module | None = None,
+    world: World | None = None,
 ) -> float:
     """One pass over ``split`` in random order (or class-balanced draws); returns the mean training loss.
 
@@ -197,7 +201,9 @@ def train_one_epoch(
     after the step that reaches it. With ``semi``, each step appends its unlabelled views to the batch
     (one forward pass) and adds their weighted loss to the supervised one (the loss returned is the sum).
     With ``tabular`` (``(N, T)`` encoded clinical fields of ``split``'s rows), each batch's rows go to the model
-    beside its images.
+    beside its images. With ``world`` (several processes), ``forward`` is ``model`` wrapped in
+    ``DistributedDataParallel``, ``batch_size`` is the global batch and this rank takes its slice of every
+    batch of the epoch's order (:func:`medclass.training.distributed.shard_order`).
     """
     device = model_device(model)
     model.train()
@@ -206,6 +212,10 @@ def train_one_epoch(
         semi.sync_modes(model)
     total, count = 0.0, 0
     order = balanced_order(split.labels, generator) if balanced else None
+    if world is not None and world.size > 1:
+        order = torch.randperm(len(split), generator=generator) if order is None else order
+        order, batch_size = shard_order(order, batch_size, world), check_batch(batch_size, world)
+    net = forward if forward is not None else model
     for images, labels, rows in iterate_batches(split, batch_size, shuffle=True, generator=generator, order=order):
         if len(labels) < 2:  # batch norm needs two samples
             continue
@@ -217,7 +227,7 @@ def train_one_epoch(
             x = torch.cat([x, unlabelled.inputs])
         x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)  # no-op on the CPU
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            logits = model(x) if tabular is None else model(x, tabular[rows].to(device, non_blocking=True))
+            logits = net(x) if tabular is None else net(x, tabular[rows].to(device, non_blocking=True))
         loss = task_loss(logits[:n], labels, task, **loss_kwargs)
         if unlabelled is not None:
             loss = loss + semi.loss(logits[n:], unlabelled)[0]
@@ -390,6 +400,10 @@ def fit(
     init_weights(model, cfg)
     fmt = torch.channels_last if dataset.spatial_dims == 2 else torch.channels_last_3d
     device = resolve_device(tc.device)
+    world = distributed.setup(device)  # several processes under torchrun: rank 0 writes, validates and logs
+    distributed.refuse_unsupported(cfg, world)
+    distributed.check_batch(tc.batch_size, world)
+    tc.world_size = world.size
     model = model.to(device, memory_format=fmt)
     from medclass.training.optim import EMA, build_optimizer, build_scheduler
 
@@ -413,7 +427,7 @@ def fit(
     history: list[dict[str, Any]] = []
     best, start_epoch = -np.inf, 0
 
-    if resume:
+    if resume and world.main:
         remove_stale_temps(out_dir)  # left by writes that a killed run never finished
     saved = checkpoint.load_state(out_dir) if resume else None
     if saved is not None:
@@ -433,10 +447,12 @@ def fit(
             scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
         _continue_schedule(scheduler, meta["scheduler"])
         log.info("resuming %s after epoch %d", out_dir, start_epoch)
-    write_text(out_dir / "config.yaml", dump_yaml(cfg))
+    forward = distributed.wrap(model, device, world)  # after resuming: every rank starts from the same weights
+    if world.main:
+        write_text(out_dir / "config.yaml", dump_yaml(cfg))
 
     bar = None
-    if show_progress(progress):
+    if show_progress(progress) and world.main:
         from tqdm import tqdm
 
         bar = tqdm(
@@ -452,7 +468,7 @@ def fit(
     while epoch < epochs:
         t0 = time.perf_counter()
         spent = sum(r["seconds"] for r in history)
-        deadline = t0 + tc.max_minutes * 60 - spent if tc.max_minutes else None
+        deadline = t0 + tc.max_minutes * 60 - spent if tc.max_minutes and world.size == 1 else None
         if cfg.model.freeze == "gradual":
             from medclass.training.transfer import gradual_unfreeze
 
@@ -486,7 +502,18 @@ def fit(
             deadline=deadline,
             semi=semi,
             tabular=tabular["train"],
+            forward=forward,
+            world=world,
         )
+        if not world.main:  # rank 0 validates and saves, then says whether the schedule changed or training stops
+            plan = broadcast(None, world)
+            if plan["epochs"] != epochs:
+                epochs = plan["epochs"]
+                scheduler = _replan(scheduler, optimizer, cfg, steps, epochs)
+            epoch += 1
+            if plan["stop"]:
+                break
+            continue
         if ema is not None:
             eval_model.load_state_dict(ema.state)
         logits = predict_logits(eval_model, val.images, prep, tc.eval_batch_size, tabular=tabular["val"])
@@ -505,9 +532,7 @@ def fit(
         history.append(row)
         if tc.max_minutes and epoch < 2 and (fit := _fit_budget(planned, history, tc.max_minutes)) != epochs:
             epochs = fit
-            state = scheduler.state_dict()
-            scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
-            _continue_schedule(scheduler, state)
+            scheduler = _replan(scheduler, optimizer, cfg, steps, epochs)
             if bar is not None:
                 bar.total = steps * epochs
         score = row[f"val_{tc.select_metric}"] if tc.select_metric in ("auc", "acc") else -row["val_loss"]
@@ -542,7 +567,9 @@ def fit(
         _log_epoch(row, epochs, logging.INFO if bar is None else logging.DEBUG)  # the bar shows it on a terminal
         spent = sum(r["seconds"] for r in history) / 60
         epoch += 1
-        if tc.max_minutes and epoch < epochs and spent + row["seconds"] / 60 > tc.max_minutes:
+        stop = bool(tc.max_minutes and epoch < epochs and spent + row["seconds"] / 60 > tc.max_minutes)
+        broadcast({"epochs": epochs, "stop": stop}, world)
+        if stop:
             log.warning(
                 "time budget of %.3g min reached after epoch %d of %d (%.1f min)", tc.max_minutes, epoch, epochs, spent
             )
@@ -550,6 +577,16 @@ def fit(
     if bar is not None:
         bar.close()
     return history
+
+
+def _replan(scheduler: Any, optimizer: torch.optim.Optimizer, cfg: RunConfig, steps: int, epochs: int) -> Any:
+    """A new learning-rate schedule over ``epochs``, continued from ``scheduler``'s position."""
+    from medclass.training.optim import build_scheduler
+
+    state = scheduler.state_dict()
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=epochs)
+    _continue_schedule(scheduler, state)
+    return scheduler
 
 
 def _fit_budget(

@@ -122,8 +122,11 @@ def member_names(cfg: RunConfig) -> list[str]:
 
 def run_training(
     cfg: RunConfig, dataset: Any, out: str | Path, *, resume: bool = False, progress: bool = True
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Train ``cfg`` on ``dataset`` into the run folder ``out``; returns the run's ``metrics.json`` content.
+
+    Under ``torchrun`` every process trains its share (:mod:`medclass.training.distributed`); rank 0 alone
+    finishes the run and returns its metrics, the other ranks return ``None``.
 
     Args:
         cfg: The resolved configuration (:func:`resolve_run`); its ``name`` becomes the folder's name.
@@ -144,18 +147,21 @@ def run_training(
     if cfg.train.ensemble > 1:
         metrics = _train_ensemble(cfg, dataset, out, resume=resume, progress=progress)
     else:
-        metrics = _train_one(cfg, dataset, out, resume=resume, progress=progress)[0]
+        done = _train_one(cfg, dataset, out, resume=resume, progress=progress)
+        if done is None:
+            return None
+        metrics = done[0]
     log.info("training took %.1f min; run folder %s", (time.perf_counter() - t0) / 60, out)
     return metrics
 
 
 def _train_one(
     cfg: RunConfig, dataset: Any, out: Path, *, resume: bool, progress: bool
-) -> tuple[dict, Any, dict, list]:
+) -> tuple[dict, Any, dict, list] | None:
     """Train one model into ``out``, fit what is fitted on validation, write metrics and report.
 
     Returns:
-        ``(metrics, model, model.json content, epoch history)``.
+        ``(metrics, model, model.json content, epoch history)``; ``None`` on a distributed rank other than 0.
     """
     from medclass.checkpoint import load_model
     from medclass.evaluate import read_history
@@ -174,10 +180,15 @@ def _train_one(
 
         history = fit_classical(cfg, dataset, out, meta=model_meta(cfg, dataset))
     else:
+        from medclass.training import distributed
         from medclass.training.loop import fit
 
         unlabeled = unlabeled if cfg.semi.method != "none" else None
         history = fit(cfg, dataset, out, resume=resume, progress=progress, unlabeled=unlabeled)
+        world = distributed.current()
+        distributed.teardown(world)
+        if not world.main:
+            return None  # rank 0 calibrates, evaluates and writes the report
     model, meta = load_model(out)
     if not classical:
         from medclass.training.loop import correct_prior
