@@ -112,12 +112,14 @@ def with_fields(model: Any, tabular: Any) -> Any:
     """
     from torch import nn
 
+    from medclass.inference import model_device
+
     class Fixed(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
             self.default_cam_layer = f"model.{model.default_cam_layer}"
-            self.register_buffer("tabular", tabular.float(), persistent=False)
+            self.register_buffer("tabular", tabular.float().to(model_device(model)), persistent=False)
 
         def forward(self, images: Any) -> Any:
             return self.model(images, self.tabular.expand(images.shape[0], -1))
