@@ -198,6 +198,49 @@ def small_binary_run(
     return root / "run", data
 
 
+def write_clinical_manifest(root: Path, n: int = 100, seed: int = 0) -> Path:
+    """A CSV manifest of 8 px noise images whose label is ``age > 50``: columns ``path, label, age, sex``.
+
+    ``age`` (numeric) is empty on about 10% of rows; ``sex`` (``f``/``m``, categorical) carries no signal.
+    """
+    import csv
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(root / "img" / f"{i:03d}.png")
+        age = rng.uniform(20, 80)
+        rows.append(
+            [f"img/{i:03d}.png", int(age > 50), f"{age:.1f}" if rng.random() > 0.1 else "", rng.choice(["f", "m"])]
+        )
+    path = root / "m.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["path", "label", "age", "sex"], *rows])
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_multimodal_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``{"concat": run, "film": run, "data": manifest}``: fast trainings with clinical fields ``age`` and ``sex``
+    (:func:`write_clinical_manifest`), shared by tests that only read finished runs (serving, export, browser)."""
+    import medclass
+
+    root = tmp_path_factory.mktemp("small-multimodal")
+    data = write_clinical_manifest(root / "data")
+    options = {"epochs": 4, "batch_size": 16, "train.min_steps": 0, "train.threads": 1, "train.precision": "fp32"}
+    options.update({"train.device": "cpu", "train.eval_batch_size": 64, "eval.n_bootstrap": 20})
+    out: dict[str, Path] = {"data": data}
+    for method in ("concat", "film"):
+        run = medclass.train(
+            data, recipe="default", out=root / method, progress=False, tabular=["age", "sex"], fusion=method, **options
+        )
+        out[method] = run.path
+    return out
+
+
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     """Run the CLI in this process: ``run_cli("train", "--data", path, ...)`` -> CliResult(code, out, err)."""

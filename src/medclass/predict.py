@@ -102,7 +102,8 @@ class Predictor:
                 (a deep ensemble); they must share task, labels and preprocessing.
             mc_samples: Monte Carlo dropout passes per model (0 = off).
             engine: ``torch``, or ``onnxruntime`` to run the exported graph (``onnx_file``, default
-                ``RUN/model.onnx``, exported on first use with a parity check on random images).
+                ``RUN/model.onnx``, exported on first use with a parity check on random images, and made-up
+                clinical fields for a model that takes them).
             onnx_file: The ONNX file for the ``onnxruntime`` engine (e.g. ``model.int8.onnx``).
             **kwargs: Passed to the constructor.
 
@@ -114,8 +115,8 @@ class Predictor:
         model, meta = load_model(run_dir)
         if engine not in ("torch", "onnxruntime"):
             raise DataError(f"--engine: unknown engine '{engine}' (use torch or onnxruntime)")
-        if meta["preprocessing"].get("tabular") and (ensemble or mc_samples or engine != "torch"):
-            raise DataError(f"{run_dir}: a model with clinical fields runs alone on the torch engine for now")
+        if meta["preprocessing"].get("tabular") and (ensemble or mc_samples):
+            raise DataError(f"{run_dir}: a model with clinical fields runs alone (no ensemble or MC dropout) for now")
         if engine == "onnxruntime":
             if ensemble or mc_samples:
                 raise DataError("--engine onnxruntime runs one exported model; ensembles and MC dropout need torch")
@@ -237,7 +238,9 @@ class Predictor:
         if self.session is not None:
             from medclass.deploy.export import onnx_probs
 
-            return onnx_probs(self.session, x.numpy(), self.batch_size)
+            return onnx_probs(
+                self.session, x.numpy(), self.batch_size, tabular=None if fields is None else fields.numpy()
+            )
         return predict_probs(
             self.model, x, self.task, self.prep, self.batch_size, calibration=self.calibration, tabular=fields
         )
@@ -376,7 +379,11 @@ def as_uint8_images(arr: np.ndarray, spatial_dims: int) -> np.ndarray:
 
 
 def _onnx_session(run: Path, model: nn.Module, meta: dict[str, Any], onnx_file: str | Path | None) -> Any:
-    """An ONNX Runtime session of the run's exported graph (exported now when ``RUN/model.onnx`` is missing)."""
+    """An ONNX Runtime session of the run's exported graph (exported now when ``RUN/model.onnx`` is missing).
+
+    Raises:
+        DataError: The file is missing, or it takes clinical fields and the checkpoint does not, or the reverse.
+    """
     from medclass.deploy.export import export_onnx, onnx_session
 
     path = Path(onnx_file) if onnx_file else run / "model.onnx"
@@ -386,7 +393,10 @@ def _onnx_session(run: Path, model: nn.Module, meta: dict[str, Any], onnx_file: 
         shape = (8, *meta["preprocessing"]["input_shape"])
         images = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
         export_onnx(model, meta, path, check_images=images)
-    return onnx_session(path)
+    session = onnx_session(path)
+    if ("tabular" in {i.name for i in session.get_inputs()}) != bool(meta["preprocessing"].get("tabular")):
+        raise DataError(f"{path}: its clinical-field input does not match the checkpoint's; export it again")
+    return session
 
 
 def _read_input(path: Path, decode: dict[str, Any]) -> Iterator[tuple[np.ndarray, str]]:

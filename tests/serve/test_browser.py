@@ -1,4 +1,5 @@
-"""The web page in a real headless Chromium: token, model card, one upload with heat map, a triage list.
+"""The web page in a real headless Chromium: token, model card, one upload with heat map, a triage list, and the
+clinical fields of a multimodal model filled in and sent with the image.
 
 Chromium is driven through chromedriver's W3C WebDriver HTTP protocol (a few JSON calls over httpx),
 so no browser-automation package is needed. ``.ci/run`` installs ``chromium`` and ``chromium-driver``
@@ -20,6 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,17 +111,16 @@ class WebDriver:
         self.http.close()
 
 
-@pytest.fixture(scope="module")
-def page(small_binary_run) -> Iterator[tuple[WebDriver, str]]:
-    """``(driver, url)``: the service on a free port (with a bearer token) and a headless Chromium session."""
+@contextmanager
+def _served(run: Path, token: str | None) -> Iterator[tuple[WebDriver, str]]:
+    """``(driver, url)``: the service of ``run`` on a free port and a headless Chromium session."""
     driver_path, chrome = _browser()
     import uvicorn
 
     from medclass.predict import Predictor
     from medclass.serve.app import create_app
 
-    run = small_binary_run[0]
-    app = create_app(Predictor.from_checkpoint(run), run_dir=run, token=TOKEN)
+    app = create_app(Predictor.from_checkpoint(run), run_dir=run, token=token)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -141,6 +142,20 @@ def page(small_binary_run) -> Iterator[tuple[WebDriver, str]]:
         proc.wait(timeout=10)
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(small_binary_run) -> Iterator[tuple[WebDriver, str]]:
+    """``(driver, url)``: the service on a free port (with a bearer token) and a headless Chromium session."""
+    with _served(small_binary_run[0], TOKEN) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def clinical_page(small_multimodal_runs) -> Iterator[tuple[WebDriver, str]]:
+    """``(driver, url)``: the service of a model trained with clinical fields ``age`` and ``sex``, without a token."""
+    with _served(small_multimodal_runs["concat"], None) as served:
+        yield served
 
 
 def _png(path: Path, value: int) -> Path:
@@ -191,3 +206,44 @@ def test_page_needs_the_token_then_shows_a_result_a_heat_map_and_a_triage_list(p
     artifacts = Path(os.environ.get("MEDCLASS_ARTIFACTS", Path(__file__).parents[2] / "runs" / "test-artifacts"))
     png = wd.screenshot(artifacts / "browser-triage.png")
     assert png.startswith(b"\x89PNG") and Image.open(io.BytesIO(png)).size[0] > 100
+
+
+def test_page_sends_the_clinical_fields_with_the_image(clinical_page, small_multimodal_runs, tmp_path):
+    from medclass.predict import Predictor
+
+    wd, url = clinical_page
+    wd.get(url)
+    _wait(lambda: "clinical fields age, sex" in wd.text("#card"), "the model card with its clinical fields")
+    inputs = wd.js(
+        "return [...document.querySelectorAll('#fields [data-field]')].map((e) => [e.dataset.field, e.type])"
+    )
+    assert inputs == [["age", "number"], ["sex", "select-one"]]
+    options = wd.js("return [...document.querySelectorAll('#fields select option')].map((o) => [o.value, o.text])")
+    assert options == [["", "unknown"], ["f", "f"], ["m", "m"]]
+
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8)).astype(np.uint8)
+    path = tmp_path / "lesion.png"
+    Image.fromarray(pixels).save(path)
+    predictor = Predictor.from_checkpoint(small_multimodal_runs["concat"])
+    shown = []
+    for age, sex, used in (
+        ("75", "m", "age 75, sex m"),
+        ("25", "", "age 25, sex unknown"),
+        ("", "f", "age unknown, sex f"),
+    ):
+        wd.js("document.querySelector('[data-field=age]').value = ''")
+        if age:
+            wd.type("[data-field=age]", age)  # typed, as a user would
+        wd.js(f"document.querySelector('[data-field=sex]').value = '{sex}'")
+        wd.js("document.getElementById('files').value = ''")
+        wd.type("#files", str(path))
+        text = _wait(lambda u=used: u in wd.text("#used") and wd.text("#used"), f"the result for {used}")
+        assert text == f"Clinical fields used: {used}"  # the server's echo of what it received
+        cells = wd.js("return [...document.querySelectorAll('#single td')].map((td) => td.textContent)")
+        fields = {k: v for k, v in (("age", age), ("sex", sex)) if v}
+        expected = predictor.predict_proba(pixels, tabular=[fields])
+        assert cells[cells.index("1") + 1] == f"{expected[0, 1]:.3f}", used
+        shown.append(float(cells[cells.index("1") + 1]))
+    assert shown[0] > shown[1], "age 75 against 25: the fields reached the model"
+    artifacts = Path(os.environ.get("MEDCLASS_ARTIFACTS", Path(__file__).parents[2] / "runs" / "test-artifacts"))
+    assert wd.screenshot(artifacts / "browser-clinical.png").startswith(b"\x89PNG")

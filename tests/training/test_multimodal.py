@@ -161,12 +161,8 @@ def test_fusion_without_columns_and_one_input_options_are_refused(runs, tmp_path
         resolve_run(recipe="default", overrides=overrides_from(data=data, options=options))
     cfg, _ = resolve_run(recipe="default", overrides=overrides_from(data=data, options={"tabular": "age"}))
     assert cfg.model.fusion == "concat", "clinical columns without a fusion method: concat"
-    from medclass.checkpoint import load_model
-    from medclass.deploy.export import ExportError, export_onnx
-
-    model, meta = load_model(runs["concat"].path)
-    with pytest.raises(ExportError, match="clinical fields"):
-        export_onnx(model, meta, tmp_path / "m.onnx", check_images=np.zeros((2, 1, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="runs alone"):
+        medclass.Predictor.from_checkpoint(runs["concat"].path, mc_samples=2)
 
 
 def test_an_unreadable_value_in_test_rows_is_one_line_naming_file_row_and_column(tmp_path, run_cli, fast_config):

@@ -12,6 +12,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from medclass.config import config_from_dict, read_yaml
     from medclass.data.sources import load_configured
     from medclass.deploy.export import export_onnx
+    from medclass.inference import split_tabular
 
     run = Path(args.checkpoint)
     model, meta = load_model(run)
@@ -22,14 +23,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     pick = rng.choice(len(train), min(len(train), 256), replace=False)
     q = args.quantize
     out = Path(args.out) if args.out else run / ("model.onnx" if q == "none" else f"model.{q}.onnx")
+    prep = meta["preprocessing"]
+    fields = {"train": split_tabular(prep, train), "test": split_tabular(prep, test)}  # clinical fields, or None
+    fields = {k: None if v is None else v.numpy() for k, v in fields.items()}
+    test_set = (test.images.numpy(), test.labels) + (() if fields["test"] is None else (fields["test"],))
     entries = export_onnx(
         model,
         meta,
         out,
         check_images=test.images[:64].numpy(),
+        check_tabular=None if fields["test"] is None else fields["test"][:64],
         quantize=q,
         calibration_images=train.images[pick].numpy(),
-        test=(test.images.numpy(), test.labels) if q != "none" else None,
+        calibration_tabular=None if fields["train"] is None else fields["train"][pick],
+        test=test_set if q != "none" else None,
     )
     print(f"wrote {out} (fp32 parity with PyTorch: max |dp| {entries['parity_max_abs_diff']:.1e})")
     if q != "none":

@@ -1,19 +1,22 @@
 """ONNX export of a trained run: one graph from raw pixels to calibrated probabilities, checked against PyTorch.
 
-The exported graph takes ``float32`` pixels ``(N, C, ...)`` in 0..255 (any batch size) and returns
-``(N, K)`` probabilities: the checkpoint's normalisation, test-time augmentation views, calibration
-and output activation are all inside, so a consumer only resizes and stacks images. The run's
+The exported graph takes ``float32`` pixels ``(N, C, ...)`` in 0..255 (input ``image``, any batch size) and
+returns ``(N, K)`` probabilities (output ``probs``): the checkpoint's normalisation, test-time augmentation
+views, calibration and output activation are all inside, so a consumer only resizes and stacks images. A
+model with clinical fields (``model.fusion``) takes a second input, ``tabular``: the ``float32`` ``(N, T)``
+vector :meth:`medclass.data.tabular.TabularSchema.transform` encodes (standardised numbers, one-hot
+categories, missing indicators; the schema is ``preprocessing.tabular`` of the metadata). The run's
 ``model.json`` travels in the ONNX metadata (``medclass`` key), with the parity check's result and,
 for int8 and bf16 models, the test AUC before and after the reduced precision.
 
-Contrast equalisation (``data.equalize``) is not in the graph: checkpoints that use it are refused, and so
-are models with clinical fields (``model.fusion``), whose tabular input the graph does not take yet.
+Contrast equalisation (``data.equalize``) is not in the graph: checkpoints that use it are refused.
 
 The graph is traced (opset 17). A model tracing cannot translate (VGG's head below 224 px) goes
 through ``torch.export`` instead (opset 18); either way the weights are inside the one ``.onnx`` file.
 
-Parity: on real images of the run's data, the largest absolute probability difference between
-ONNX Runtime and PyTorch must be at most ``1e-4`` in fp32, or the export fails. Int8 static
+Parity: on real images of the run's data (with their clinical fields, where the model takes them), the
+largest absolute probability difference between ONNX Runtime and PyTorch must be at most ``1e-4`` in fp32,
+or the export fails. Int8 static
 quantization (ONNX Runtime, QDQ, per-channel weights) is calibrated on training images.
 
 bf16 stores the weights (every initializer of two or more dimensions) as bfloat16, rounded to
@@ -51,7 +54,8 @@ class ExportError(MedclassError):
 
 
 class ProbabilityGraph(nn.Module):
-    """Raw pixels ``(N, C, ...)`` in 0..255 -> calibrated probabilities ``(N, K)``, as inference does it."""
+    """Raw pixels ``(N, C, ...)`` in 0..255 (and encoded clinical fields ``(N, T)`` for a fusion model) ->
+    calibrated probabilities ``(N, K)``, as inference does it."""
 
     def __init__(self, model: nn.Module, meta: dict[str, Any]) -> None:
         super().__init__()
@@ -68,10 +72,11 @@ class ProbabilityGraph(nn.Module):
         self.register_buffer("mean", torch.tensor(prep["mean"], dtype=torch.float32).view(shape))
         self.register_buffer("std", torch.tensor(prep["std"], dtype=torch.float32).view(shape))
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor, tabular: torch.Tensor | None = None) -> torch.Tensor:
         x = (pixels * self.scale - self.mean) / self.std
         views = tta_views(x, self.views) if self.views else [x]
-        logits = torch.stack([self.model(v) for v in views]).mean(0)
+        fields = () if tabular is None else (tabular,)
+        logits = torch.stack([self.model(v, *fields) for v in views]).mean(0)
         return logits_to_probs(apply_calibration(logits.float(), self.calibration), self.task)
 
 
@@ -84,14 +89,63 @@ def onnx_session(path: Path) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_probs(session: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Probabilities from an exported model's session for a ``uint8`` or float stack ``(N, C, ...)``."""
-    name = session.get_inputs()[0].name
-    outs = [
-        session.run(None, {name: np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32)})[0]
-        for i in range(0, len(images), batch_size)
-    ]
+def onnx_probs(
+    session: Any, images: np.ndarray, batch_size: int = 256, tabular: np.ndarray | None = None
+) -> np.ndarray:
+    """Probabilities ``(N, K)`` from an exported model's session.
+
+    Args:
+        session: An ONNX Runtime session (:func:`onnx_session`).
+        images: ``uint8`` or float stack ``(N, C, ...)``.
+        batch_size: Images per run.
+        tabular: ``float32`` ``(N, T)`` encoded clinical fields, for a graph with a ``tabular`` input.
+
+    Raises:
+        ExportError: Clinical fields for an image-only graph, or none for a graph that takes them.
+    """
+    names = [i.name for i in session.get_inputs()]
+    if (tabular is not None) != ("tabular" in names):
+        need = "takes clinical fields (a tabular input)" if "tabular" in names else "takes images only"
+        raise ExportError(f"this ONNX model {need}")
+    outs = []
+    for i in range(0, len(images), batch_size):
+        feed = {
+            "image": images[i : i + batch_size],
+            "tabular": None if tabular is None else tabular[i : i + batch_size],
+        }
+        run = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feed.items() if k in names}
+        outs.append(session.run(None, run)[0])
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def check_fields(schema: dict[str, Any], n: int, seed: int = 0, missing: float = 0.25) -> np.ndarray:
+    """Encoded clinical fields ``float32`` ``(n, T)`` of made-up rows, for a parity check without real rows.
+
+    Each field is missing with probability ``missing``; numbers are drawn around the training mean (within
+    three standard deviations), categories among the training ones. Row 0 has every field missing.
+
+    Args:
+        schema: ``preprocessing.tabular`` of a checkpoint.
+        n: Rows.
+        seed: Seed of the draws.
+        missing: Share of missing cells.
+    """
+    from medclass.data.tabular import TabularSchema
+
+    codes = TabularSchema.from_json(schema)
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        row: dict[str, Any] = {}
+        for c in codes.columns:
+            if i == 0 or rng.random() < missing:
+                continue
+            if c.kind == "numeric":
+                row[c.name] = c.mean + c.std * float(rng.uniform(-3, 3))
+            else:
+                row[c.name] = c.categories[int(rng.integers(len(c.categories)))]
+        rows.append(row)
+    return codes.transform(rows, n=n)
 
 
 def _set_metadata(path: Path, entries: dict[str, Any]) -> None:
@@ -113,19 +167,26 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return {p.key: json.loads(p.value) for p in proto.metadata_props}
 
 
-def _quantize(fp32: Path, out: Path, calibration_images: np.ndarray) -> None:
+def _quantize(fp32: Path, out: Path, calibration_images: np.ndarray, calibration_tabular: np.ndarray | None) -> None:
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    inputs = {i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input}  # tabular_only: no image
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(
-                np.array_split(calibration_images.astype(np.float32), max(1, len(calibration_images) // 32))
-            )
+            parts = max(1, len(calibration_images) // 32)
+            images = np.array_split(calibration_images.astype(np.float32), parts)
+            fields = [None] * parts if calibration_tabular is None else np.array_split(calibration_tabular, parts)
+            self.batches = iter(zip(images, fields, strict=True))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
-            return None if batch is None else {"image": batch}
+            if batch is None:
+                return None
+            feed = {"image": batch[0], "tabular": batch[1]}
+            return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feed.items() if k in inputs}
 
     pre = out.with_suffix(".pre.onnx")
 
@@ -181,8 +242,10 @@ def _bf16_weights(fp32: Path, out: Path) -> None:
     onnx.save(proto, str(out))
 
 
-def _to_onnx(graph: ProbabilityGraph, dummy: torch.Tensor, path: Path, out: Path) -> None:
+def _to_onnx(graph: ProbabilityGraph, dummy: tuple[torch.Tensor, ...], path: Path, out: Path) -> None:
     """Write ``graph`` to ``path`` with a dynamic batch dimension.
+
+    ``dummy``: example inputs, ``(pixels,)`` or ``(pixels, tabular)``.
 
     Tracing comes first: it is several times faster, and its graphs are the ones benchmarked and
     quantized. Where it lacks an operator (adaptive pooling to a size that does not divide the input,
@@ -192,15 +255,17 @@ def _to_onnx(graph: ProbabilityGraph, dummy: torch.Tensor, path: Path, out: Path
     Raises:
         ExportError: Neither exporter can translate the model (with tracing's reason).
     """
-    names = {"input_names": ["image"], "output_names": ["probs"]}
-    args = (graph, (dummy,), str(path))
+    inputs = ["image", "tabular"][: len(dummy)]
+    names = {"input_names": inputs, "output_names": ["probs"]}
+    args = (graph, dummy, str(path))
     try:
-        batch_axes = {"image": {0: "batch"}, "probs": {0: "batch"}}
+        batch_axes = {name: {0: "batch"} for name in [*inputs, "probs"]}
         torch.onnx.export(*args, **names, dynamic_axes=batch_axes, opset_version=OPSET, dynamo=False)
     except torch.onnx.errors.OnnxExporterError as err:
         reason = str(err).splitlines()[0]
+        batch = torch.export.Dim("batch", min=1)
         exported = {
-            "dynamic_shapes": {"pixels": {0: torch.export.Dim("batch", min=1)}},
+            "dynamic_shapes": {"pixels": {0: batch}, **({"tabular": {0: batch}} if len(dummy) > 1 else {})},
             "opset_version": OPSET_EXPORT,
             "external_data": False,  # the weights inside the .onnx file, as tracing writes them
         }
@@ -217,9 +282,11 @@ def export_onnx(
     out: str | Path,
     *,
     check_images: np.ndarray,
+    check_tabular: np.ndarray | None = None,
     quantize: str = "none",
     calibration_images: np.ndarray | None = None,
-    test: tuple[np.ndarray, np.ndarray] | None = None,
+    calibration_tabular: np.ndarray | None = None,
+    test: tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` (with ``meta``) to ``out`` and check it; returns the metadata written.
 
@@ -228,30 +295,41 @@ def export_onnx(
         meta: Its ``model.json`` content.
         out: The ``.onnx`` file.
         check_images: ``uint8`` images ``(N, C, ...)`` for the parity check.
+        check_tabular: Their encoded clinical fields ``(N, T)``, for a model with ``preprocessing.tabular``
+            (default: made-up rows with missing fields, :func:`check_fields`).
         quantize: ``none``, ``int8`` or ``bf16`` (weights only, see the module's notes).
         calibration_images: Training images for int8 calibration.
-        test: ``(images, labels)`` of the test split, to measure the AUC change of the reduced precision
-            (stored as ``<quantize>_test_auc``).
+        calibration_tabular: Their encoded clinical fields (default: every field missing).
+        test: ``(images, labels)`` of the test split, or ``(images, labels, tabular)`` for a model with clinical
+            fields, to measure the AUC change of the reduced precision (stored as ``<quantize>_test_auc``).
 
     Raises:
-        ExportError: Unknown quantization, equalisation or clinical fields in the checkpoint, or a parity failure.
+        ExportError: Unknown quantization, equalisation in the checkpoint, clinical fields given to an image-only
+            model, or a parity failure.
     """
     from medclass.metrics import medmnist
     from medclass.utils.files import atomic_path
 
     if quantize not in ("none", "int8", "bf16"):
         raise ExportError(f"--quantize: unknown '{quantize}' (use none, int8 or bf16)")
-    if meta["preprocessing"].get("tabular"):
-        raise ExportError("a model with clinical fields (model.fusion) cannot be exported yet: ONNX takes images only")
+    schema = meta["preprocessing"].get("tabular")
+    if not schema and (check_tabular is not None or calibration_tabular is not None):
+        raise ExportError("clinical fields for a model trained on images only")
+    if schema:
+        check_tabular = _fields_or(check_tabular, schema, len(check_images), made_up=True)
+        if calibration_images is not None:
+            calibration_tabular = _fields_or(calibration_tabular, schema, len(calibration_images))
     out = Path(out)
     graph = ProbabilityGraph(model, meta).eval()
-    dummy = torch.as_tensor(check_images[:2], dtype=torch.float32)
+    inputs = (torch.as_tensor(check_images, dtype=torch.float32),)
+    if check_tabular is not None:
+        inputs += (torch.as_tensor(check_tabular, dtype=torch.float32),)
     with atomic_path(out if quantize == "none" else out.with_suffix(".fp32.onnx")) as tmp:
-        _to_onnx(graph, dummy, Path(tmp), out)
+        _to_onnx(graph, tuple(t[:2] for t in inputs), Path(tmp), out)
         fp32_path = Path(tmp)
         with torch.no_grad():
-            reference = graph(torch.as_tensor(check_images, dtype=torch.float32)).numpy()
-        diff = float(np.abs(onnx_probs(onnx_session(fp32_path), check_images) - reference).max())
+            reference = graph(*inputs).numpy()
+        diff = float(np.abs(onnx_probs(onnx_session(fp32_path), check_images, tabular=check_tabular) - reference).max())
         if diff > PARITY_TOLERANCE:
             raise ExportError(f"{out}: ONNX output differs from PyTorch by {diff:.2e} (limit {PARITY_TOLERANCE:g})")
         entries: dict[str, Any] = {"medclass": meta, "parity_max_abs_diff": diff, "quantization": quantize}
@@ -264,17 +342,37 @@ def export_onnx(
                 raise ExportError("int8 quantization needs calibration images")
             with atomic_path(out) as tmp:
                 if quantize == "int8":
-                    _quantize(fp32, Path(tmp), calibration_images)
+                    _quantize(fp32, Path(tmp), calibration_images, calibration_tabular)
                 else:
                     _bf16_weights(fp32, Path(tmp))
                 low = onnx_session(Path(tmp))
-                entries["reduced_max_abs_diff"] = float(np.abs(onnx_probs(low, check_images) - reference).max())
+                low_probs = onnx_probs(low, check_images, tabular=check_tabular)
+                entries["reduced_max_abs_diff"] = float(np.abs(low_probs - reference).max())
                 if test is not None:
-                    images, labels = test
-                    before = float(medmnist.auc(labels, onnx_probs(onnx_session(fp32), images), meta["task"]))
-                    after = float(medmnist.auc(labels, onnx_probs(low, images), meta["task"]))
+                    images, labels = test[0], test[1]
+                    fields = _fields_or(test[2] if len(test) > 2 else None, schema, len(images)) if schema else None
+                    high = onnx_probs(onnx_session(fp32), images, tabular=fields)
+                    before = float(medmnist.auc(labels, high, meta["task"]))
+                    after = float(medmnist.auc(labels, onnx_probs(low, images, tabular=fields), meta["task"]))
                     entries[f"{quantize}_test_auc"] = {"fp32": before, quantize: after, "change": after - before}
                 _set_metadata(Path(tmp), entries)
         finally:
             fp32.unlink(missing_ok=True)
     return entries
+
+
+def _fields_or(given: np.ndarray | None, schema: dict[str, Any], n: int, *, made_up: bool = False) -> np.ndarray:
+    """``given`` as ``float32`` ``(n, T)``; when ``None``, made-up rows (``made_up``) or every field missing.
+
+    Raises:
+        ExportError: ``given`` is not ``(n, T)``.
+    """
+    from medclass.data.tabular import TabularSchema
+
+    codes = TabularSchema.from_json(schema)
+    if given is None:
+        return check_fields(schema, n) if made_up else np.tile(codes.missing_vector(), (n, 1))
+    given = np.asarray(given, dtype=np.float32)
+    if given.shape != (n, codes.width):
+        raise ExportError(f"clinical fields of shape {given.shape} for {n} images; expected ({n}, {codes.width})")
+    return given

@@ -175,7 +175,7 @@ class FusionModel(nn.Module):
         """The ``(B, T)`` tabular input: "all missing" for ``None``; modality dropout applied in training mode."""
         if tabular is None:
             return self.missing.to(device).expand(batch, -1)
-        if tabular.shape != (batch, self.tabular_dim):
+        if not torch.jit.is_tracing() and tabular.shape != (batch, self.tabular_dim):  # ONNX export: batch is dynamic
             raise ValueError(f"tabular input of shape {tuple(tabular.shape)}; expected ({batch}, {self.tabular_dim})")
         tabular = tabular.to(device=device, dtype=torch.float32)
         if self.training and self.modality_dropout > 0:

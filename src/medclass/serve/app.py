@@ -1,15 +1,18 @@
 """``medclass serve``: the Predictor behind a small REST service (FastAPI) with a web page.
 
 Endpoints: ``POST /v1/predict`` and ``POST /v1/explain`` (multipart upload in field ``file``: an
-image or DICOM file), ``GET /v1/model`` (model card), ``GET /healthz``, ``GET /metrics``
-(Prometheus text) and ``GET /`` (the web page). Each prediction carries ``urgency``, the triage
-key the page sorts a worklist by (:func:`medclass.metrics.positive.urgency`: P(positive class) for a
-binary model, else the summed probability of the model card's ``triage`` classes). With a token
-configured, every endpoint but ``/healthz`` and the page (which holds no data and asks for the
-token) needs ``Authorization: Bearer <token>`` (compared in constant time). Uploads larger
-than the limit get 413, unreadable ones 400 with the reason; requests waiting longer than the
-timeout get 503. Concurrent predictions are gathered into micro-batches. Logs are one JSON object
-per request (path, status, milliseconds, request id) and never contain file names or contents.
+image or DICOM file; for a model trained with clinical fields, one form field per field beside it, see
+:mod:`medclass.serve.fields`), ``GET /v1/model`` (model card, listing the clinical fields),
+``GET /healthz``, ``GET /metrics`` (Prometheus text) and ``GET /`` (the web page). Each prediction
+carries ``urgency``, the triage key the page sorts a worklist by
+(:func:`medclass.metrics.positive.urgency`: P(positive class) for a binary model, else the summed
+probability of the model card's ``triage`` classes). With a token configured, every endpoint but
+``/healthz`` and the page (which holds no data and asks for the token) needs
+``Authorization: Bearer <token>`` (compared in constant time). Uploads larger than the limit get 413,
+unreadable ones 400 with the reason, clinical fields the model cannot take 422 naming the field;
+requests waiting longer than the timeout get 503. Concurrent predictions are gathered into
+micro-batches. Logs are one JSON object per request (path, status, milliseconds, request id) and
+never contain file names or contents.
 
 Decoding uploads, predicting and explaining run in worker threads, never on the event loop, so
 ``/healthz`` and other requests are answered while a slow explanation runs; predictions and
@@ -54,14 +57,18 @@ class MicroBatcher:
         self.task: asyncio.Task | None = None
         self.batches = 0
 
-    async def submit(self, images: Any) -> np.ndarray:
-        """Probabilities of a ``uint8`` stack, computed within some micro-batch."""
+    async def submit(self, images: Any, rows: list[dict[str, Any]] | None = None) -> np.ndarray:
+        """Probabilities of a ``uint8`` stack ``(N, C, ...)``, computed within some micro-batch.
+
+        ``rows``: the images' clinical fields, one dict per image (``predict(stack, rows)`` then gets them for the
+        whole batch, ``{}``, every field missing, for the images of requests that sent none).
+        """
         loop = asyncio.get_running_loop()
         if loop is not self.loop or self.task is None or self.task.done():  # first use, or a new event loop
             self.loop, self.queue = loop, asyncio.Queue()
             self.task = loop.create_task(self._run(self.queue))
         future = loop.create_future()
-        await self.queue.put((images, future))
+        await self.queue.put((images, rows, future))
         return await future
 
     async def _run(self, queue: asyncio.Queue) -> None:
@@ -83,14 +90,17 @@ class MicroBatcher:
             self.batches += 1
             try:
                 stack = torch.cat([i[0] for i in items])
-                probs = await asyncio.get_running_loop().run_in_executor(None, self.predict, stack)
+                args: tuple[Any, ...] = (stack,)
+                if any(i[1] is not None for i in items):
+                    args += ([r for images, rows, _ in items for r in (rows or [{}] * len(images))],)
+                probs = await asyncio.get_running_loop().run_in_executor(None, self.predict, *args)
             except Exception as err:  # noqa: BLE001 - every waiting request must get an answer
-                for _, fut in items:
+                for _, _, fut in items:
                     if not fut.done():
                         fut.set_exception(err)
                 continue
             start = 0
-            for images, fut in items:
+            for images, _, fut in items:
                 if not fut.done():
                     fut.set_result(probs[start : start + len(images)])
                 start += len(images)
@@ -120,10 +130,12 @@ class Metrics:
 
 
 def model_card(predictor: Any, run_dir: Path | None) -> dict[str, Any]:
-    """What ``GET /v1/model`` returns: data, task, labels, metrics with CIs, thresholds, intended use, triage key."""
+    """What ``GET /v1/model`` returns: data, task, labels, clinical fields, metrics with CIs, thresholds, intended
+    use, triage key."""
     from medclass import __version__
     from medclass.metrics.positive import positive_index, triage_spec
     from medclass.models.build import member_architectures
+    from medclass.serve import fields
 
     meta = predictor.meta
     card: dict[str, Any] = {
@@ -136,6 +148,7 @@ def model_card(predictor: Any, run_dir: Path | None) -> dict[str, Any]:
         "triage": triage_spec(meta),
         "training_data": training_data(meta.get("dataset")),
         "input": {"shape": meta["preprocessing"]["input_shape"], "colour": meta["preprocessing"]["colour"]},
+        "clinical_fields": fields.describe(getattr(predictor, "schema", None)),
         "operating_threshold": meta.get("threshold"),
         "calibration": meta.get("calibration"),
         "referral": meta.get("referral"),
@@ -174,15 +187,18 @@ def create_app(
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
     from medclass.metrics.positive import positive_index, urgency
+    from medclass.serve import fields
     from medclass.serve.page import PAGE
 
     app = FastAPI(title="medclass", docs_url=None, redoc_url=None)
     metrics = Metrics()
     model_lock = threading.Lock()  # Grad-CAM hooks the model's layers: no prediction may run through it meanwhile
 
-    def locked_probs(images: Any) -> Any:
+    schema = getattr(predictor, "schema", None)  # the clinical fields' encoding, None for an image-only model
+
+    def locked_probs(images: Any, rows: list[dict[str, Any]] | None = None) -> Any:
         with model_lock:
-            return predictor.probs(images)
+            return predictor.probs(images) if rows is None else predictor.probs(images, tabular=rows)
 
     batcher = MicroBatcher(locked_probs, max_batch=max_batch)
     card = model_card(predictor, Path(run_dir) if run_dir else None)
@@ -237,11 +253,19 @@ def create_app(
         suffix = Path(file.filename or "").suffix.lower()[:10]
         return await run_in_threadpool(decode_upload, data, suffix)
 
-    def explanation_png(images: Any, target: Any) -> bytes:
+    async def read_form(request: Request) -> dict[str, Any] | None:
+        """The request's clinical fields (``None`` for an image-only model); 422 naming a field it cannot take."""
+        try:
+            return fields.read_fields(await request.form(), schema)
+        except fields.FieldError as err:
+            raise _HTTPProblem(422, str(err)) from None
+
+    def explanation_png(images: Any, target: Any, row: dict[str, Any] | None) -> bytes:
         """Grad-CAM of ``images[0]`` (``uint8`` ``(1, C, ...)``) for class ``target``, as PNG bytes of an overlay.
 
-        A volume shows its middle slice. Blocking (seconds on a CPU), so it runs in a worker thread,
-        holding the model so that no prediction passes through Grad-CAM's hooks.
+        ``row``: the image's clinical fields, for a model trained with them. A volume shows its middle slice.
+        Blocking (seconds on a CPU), so it runs in a worker thread, holding the model so that no prediction
+        passes through Grad-CAM's hooks.
         """
         import io
 
@@ -251,9 +275,12 @@ def create_app(
         from medclass.explain.output import overlay
         from medclass.inference import to_input
 
+        model = predictor.model
+        if schema is not None:
+            model = fields.with_fields(model, predictor.encode_tabular([row or {}], 1))
         try:
             with model_lock:
-                heat = saliency(predictor.model, predictor.task, to_input(images, predictor.prep), target, "gradcam")[0]
+                heat = saliency(model, predictor.task, to_input(images, predictor.prep), target, "gradcam")[0]
         except MedclassError as err:
             raise _HTTPProblem(422, str(err)) from None
         image = images[0].numpy()
@@ -272,10 +299,11 @@ def create_app(
         LOG.error(json.dumps({"event": "error", "path": request.url.path, "type": type(exc).__name__}))
         return JSONResponse({"error": "internal error"}, status_code=500)
 
-    @app.post("/v1/predict")
-    async def predict(file: UploadFile = File(...)) -> Any:  # noqa: B008 - FastAPI's declaration style
+    @app.post("/v1/predict", description=PREDICT_NOTES)
+    async def predict(request: Request, file: UploadFile = File(...)) -> Any:  # noqa: B008 - FastAPI's style
+        row = await read_form(request)
         images = await read_upload(file)
-        probs = await batcher.submit(images)
+        probs = await batcher.submit(images, None if row is None else [row] * len(images))
         metrics.images += len(images)
         labels = predictor.decide(probs)
         urgent = urgency(probs, predictor.meta)
@@ -294,19 +322,22 @@ def create_app(
                 item["refer"] = bool(refer[i])
             results.append(item)
         body = {"model": card["name"], "threshold": predictor.threshold, **results[0]}
+        if row is not None:
+            body["clinical"] = fields.echo(row, schema)  # the fields the model used (None: missing)
         if len(results) > 1:  # a multi-frame file or volume stack: one result per image
             body["images"] = results
         return body
 
-    @app.post("/v1/explain")
-    async def explain(file: UploadFile = File(...)) -> Any:  # noqa: B008
+    @app.post("/v1/explain", description=EXPLAIN_NOTES)
+    async def explain(request: Request, file: UploadFile = File(...)) -> Any:  # noqa: B008
         from medclass.explain.methods import default_targets
 
+        row = await read_form(request)
         images = (await read_upload(file))[:1]
-        probs = await batcher.submit(images)
+        probs = await batcher.submit(images, None if row is None else [row])
         pos = positive_index(predictor.meta)
         target = default_targets(probs, predictor.task, predictor.threshold, positive_index=pos)
-        return Response(await run_in_threadpool(explanation_png, images, target), media_type="image/png")
+        return Response(await run_in_threadpool(explanation_png, images, target, row), media_type="image/png")
 
     @app.get("/v1/model")
     async def model() -> Any:
@@ -326,6 +357,20 @@ def create_app(
 
     app.state.batcher = batcher
     return app
+
+
+FIELD_NOTES = (
+    "A model trained with clinical fields (GET /v1/model lists them under clinical_fields, with each field's "
+    "kind and a categorical field's categories) takes them as further form fields, one per field, named as "
+    "the field; a field left out or empty is missing. A value that is not a number (numeric field) or not a "
+    "known category, or a form field the model does not take, gives 422 naming the field."
+)
+PREDICT_NOTES = (
+    "Multipart form: `file` (an image or DICOM file) and the clinical fields. Returns the probabilities, the "
+    "decision at the operating threshold, `urgency` and, for a model with clinical fields, `clinical`: the "
+    "value used for each field (null: missing). " + FIELD_NOTES
+)
+EXPLAIN_NOTES = "Multipart form as for /v1/predict; returns a Grad-CAM overlay (PNG) of the decision. " + FIELD_NOTES
 
 
 class _HTTPProblem(Exception):
