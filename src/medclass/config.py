@@ -66,6 +66,9 @@ class DataConfig:
             images of one case get one prediction, the mean of their logits, and ``metrics.json`` reports
             case-level figures beside the image-level ones. Cases are kept whole in one split (it is the
             split's group column unless ``group_column`` names another).
+        mmap: Folders and manifests: ``always`` decodes each split into a memory-mapped ``.npy`` in the cache and
+            trains from it, so the set need not fit in memory; ``never`` holds it in memory; ``auto`` maps sets
+            whose decoded pixels would exceed 1 GiB (``MEDCLASS_MMAP_BYTES``).
     """
 
     spec: str = "pneumoniamnist"
@@ -88,10 +91,13 @@ class DataConfig:
     label_seed: int = 0
     tabular: list[str] = field(default_factory=list)
     group_by: str | None = None
+    mmap: Literal["auto", "always", "never"] = "auto"
 
     def file_options(self) -> dict[str, Any]:
         """Keyword options for folder and manifest sources (:func:`medclass.data.sources.load_files`)."""
         opts = {"window": self.window, "frame": self.frame, "max_pixels": self.max_pixels, "dedup": self.dedup}
+        if self.mmap != "auto":
+            opts["mmap"] = self.mmap
         columns = ("label_column", "group_column", "group_by")
         opts.update({k: getattr(self, k) for k in columns if getattr(self, k)})
         if self.tabular:

@@ -159,6 +159,93 @@ def decode_stack(
     return torch.from_numpy(out)
 
 
+#: Decoded sets larger than this (bytes) are memory-mapped under ``data.mmap: auto``
+#: (``MEDCLASS_MMAP_BYTES`` overrides it).
+MMAP_BYTES = 1 << 30
+
+
+def mapped_size_limit() -> int:
+    """The size above which ``data.mmap: auto`` maps a decoded split instead of holding it in memory."""
+    return int(os.environ.get("MEDCLASS_MMAP_BYTES", MMAP_BYTES))
+
+
+def decode_mapped(
+    paths: Sequence[Path],
+    options: DecodeOptions,
+    *,
+    where: str,
+    digests: Sequence[str] | None = None,
+    colour: bool | None = None,
+    chunk: int = 256,
+) -> torch.Tensor:
+    """Decode image files into a memory-mapped ``(N, C, S, S)`` ``uint8`` stack: a ``.npy`` in the cache.
+
+    The files are decoded ``chunk`` at a time straight into the file, so neither decoding nor training ever
+    holds the whole stack in memory: the returned tensor reads its rows from the page cache when indexed.
+    A stack decoded before (same files, same options) is mapped at once.
+
+    Args:
+        paths: The files, in output order.
+        options: Size, windowing, frame and pixel limit (``image_size`` ``None``: the first image's size).
+        where: The dataset's name for error messages.
+        digests: Precomputed :func:`file_digest` values of ``paths``.
+        colour: ``True`` for RGB, ``False`` for grey, ``None`` to decide from the files (RGB when any is).
+        chunk: Files decoded at once.
+
+    Returns:
+        A read-only tensor backed by the mapped file.
+
+    Raises:
+        DataError: No files, or a file that cannot be read.
+    """
+    import warnings
+
+    if not paths:
+        raise DataError(f"{where}: no images found")
+    digests = list(digests) if digests is not None else file_digests(paths, where=where)
+    key = hashlib.sha1("\n".join([options.key(), f"mapped:{colour}", *digests]).encode()).hexdigest()
+    cached = cache_dir() / "decoded" / f"{key}.npy"
+    if not cached.is_file():
+        _decode_into(cached, paths, options, where=where, colour=colour, chunk=chunk)
+    array = np.load(cached, mmap_mode="r", allow_pickle=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only by design: rows are copied when indexed
+        return torch.from_numpy(array)
+
+
+class _Recolour(Exception):
+    """A colour file came after grey ones were written: decode again, all RGB."""
+
+
+def _decode_into(
+    path: Path, paths: Sequence[Path], options: DecodeOptions, *, where: str, colour: bool | None, chunk: int
+) -> None:
+    """Write the decoded stack of ``paths`` to the ``.npy`` ``path``, ``chunk`` files at a time (atomically)."""
+    read = _read_one(options)
+    log.info("decoding %d images from %s into a memory-mapped cache", len(paths), where)
+    try:
+        with ThreadPoolExecutor(max_workers=_workers()) as pool, atomic_path(path) as tmp:
+            out, size, rgb = None, 0, bool(colour)
+            for start in range(0, len(paths), chunk):
+                try:
+                    arrays = list(pool.map(read, paths[start : start + chunk]))
+                except InvalidImageError as err:
+                    raise DataError(f"{where}: {err}") from None
+                if out is None:
+                    size = options.image_size or arrays[0].shape[0]
+                    rgb = colour if colour is not None else any(a.ndim == 3 for a in arrays)
+                    shape = (len(paths), 3 if rgb else 1, size, size)
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+                if not rgb and any(a.ndim == 3 for a in arrays):
+                    raise _Recolour
+                for i, a in enumerate(arrays):
+                    out[start + i] = _fit(a, size, rgb)
+            out.flush()
+            del out
+    except _Recolour:
+        _decode_into(path, paths, options, where=where, colour=True, chunk=chunk)
+
+
 def duplicate_rows(digests: Sequence[str], priority: Sequence[int] | None = None) -> np.ndarray:
     """Rows whose file bytes repeat an earlier kept row, to drop for an exact-duplicate-free dataset.
 

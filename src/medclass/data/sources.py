@@ -15,7 +15,7 @@ import torch
 
 from medclass.data import catalog
 from medclass.data.dataset import SPLITS, Dataset, Split, resize_images, to_channels_first
-from medclass.data.decode import DecodeOptions, decode_stack, duplicate_rows, file_digests
+from medclass.data.decode import DecodeOptions, decode_mapped, decode_stack, duplicate_rows, file_digests
 from medclass.data.download import md5sum, resolve
 from medclass.data.files import FileTable, read_manifest, scan_folder
 from medclass.data.splits import split_indices
@@ -180,6 +180,7 @@ def load_files(
     seed: int = 0,
     dedup: bool = True,
     cache: bool = True,
+    mmap: str = "auto",
 ) -> Dataset:
     """Decode a :class:`FileTable` (folder or manifest) into a dataset with train/val/test splits.
 
@@ -198,6 +199,10 @@ def load_files(
         seed: Seed of that split.
         dedup: Drop exact duplicate files.
         cache: Use the decoded-pixel cache.
+        mmap: ``always``: each split is decoded into its own memory-mapped ``.npy`` in the cache and read from it
+            (:func:`~medclass.data.decode.decode_mapped`), so the set never has to fit in memory; ``never``: one
+            stack in memory; ``auto``: ``always`` when the decoded set would exceed
+            :func:`~medclass.data.decode.mapped_size_limit` (1 GiB).
     """
     options = DecodeOptions(image_size=image_size, window=window, frame=frame, max_pixels=max_pixels)
     where = table.source
@@ -212,14 +217,17 @@ def load_files(
     if table.splits is not None:
         rows = {s: np.flatnonzero(table.splits[keep] == s).tolist() for s in SPLITS}
     idx = _split_or_carve(rows, labels, groups, val=val, test=test, seed=seed)
-    images = decode_stack(
-        [table.paths[i] for i in keep], options, where=where, digests=[digests[i] for i in keep], cache=cache
-    )
+    files = [table.paths[i] for i in keep]
+    sums = [digests[i] for i in keep]
+    if _mapped(mmap, files, options):
+        images, mapped = None, _decode_splits(files, sums, idx, options, where)
+    else:
+        images = decode_stack(files, options, where=where, digests=sums, cache=cache)
     tabular = None if table.tabular is None else table.tabular.subset(keep)
     cases = None if table.cases is None else table.cases[keep]
     splits = {
         s: Split(
-            images[torch.as_tensor(i)],
+            mapped[s] if images is None else images[torch.as_tensor(i)],
             labels[i],
             None if groups is None else groups[i],
             None if tabular is None else tabular.subset(i),
@@ -235,6 +243,36 @@ def load_files(
 
 
 _COLUMN_OPTIONS = ("label_column", "group_column", "tabular", "group_by")
+
+
+def _decode_splits(files: list[Path], sums: list[str], idx: dict, options: Any, where: str) -> dict[str, Any]:
+    """Each split decoded into its own memory-mapped stack; all RGB when any split holds a colour file."""
+
+    def decode(rows: Any, colour: bool | None) -> Any:
+        return decode_mapped(
+            [files[k] for k in rows], options, where=where, digests=[sums[k] for k in rows], colour=colour
+        )
+
+    mapped = {s: decode(i, None) for s, i in idx.items()}
+    if len({t.shape[1] for t in mapped.values()}) > 1:
+        mapped = {s: decode(i, True) for s, i in idx.items()}
+    return mapped
+
+
+def _mapped(mode: str, files: list[Path], options: Any) -> bool:
+    """Whether ``files`` decode into memory-mapped splits (``data.mmap``)."""
+    if mode not in ("auto", "always", "never"):
+        raise DataError(f"data.mmap: '{mode}' is not one of auto, always, never")
+    if mode != "auto":
+        return mode == "always"
+    from medclass.data.decode import mapped_size_limit
+
+    side = options.image_size
+    if side is None:
+        from medclass.io.images import read_image
+
+        side = max(read_image(files[0], window=options.window, frame=options.frame).shape[:2])
+    return len(files) * 3 * side * side > mapped_size_limit()  # 3: a colour set, the larger case
 
 
 def _manifest_only(spec: str | Path, options: dict[str, Any]) -> None:

@@ -79,13 +79,16 @@ async function predict(file, fields) {
   if (!r.ok) throw new Error(body.error || r.status);
   return body;
 }
+const ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"};
+function esc(v) { return String(v).replace(/[&<>"']/g, (c) => ENTITIES[c]); }
 function urgentLabel() { return card && card.triage ? card.triage.classes.join(" + ") : "urgent"; }
 async function showOne(file) {
   const out = $("single"); out.innerHTML = "";
   try {
     const res = await predict(file, true);
-    const rows = Object.entries(res.probabilities).map(([k, v]) => `<tr><td>${k}</td><td>${v.toFixed(3)}</td></tr>`);
-    out.innerHTML = `<h2>${file.name}</h2><p id="decision">Decision: <b>${res.decision}</b>` +
+    const rows = Object.entries(res.probabilities).map(
+      ([k, v]) => `<tr><td>${esc(k)}</td><td>${v.toFixed(3)}</td></tr>`);
+    out.innerHTML = `<h2>${esc(file.name)}</h2><p id="decision">Decision: <b>${esc(res.decision)}</b>` +
       (res.refer ? ' <span class="refer">refer to a radiologist</span>' : "") +
       ` (threshold ${fmt(res.threshold)})</p><table>${rows.join("")}</table>`;
     if (res.clinical) {
@@ -108,7 +111,7 @@ async function triage(files) {
   }
   rows.sort((a, b) => b[1] - a[1]);
   $("triage").tBodies[0].innerHTML = rows.map((r) =>
-    `<tr><td>${r[0]}</td><td>${r[1] < 0 ? "-" : r[1].toFixed(3)}</td><td>${r[2]}</td>` +
+    `<tr><td>${esc(r[0])}</td><td>${r[1] < 0 ? "-" : r[1].toFixed(3)}</td><td>${esc(r[2])}</td>` +
     `<td class="${r[3] ? "refer" : ""}">${r[3] ? "refer" : ""}</td></tr>`).join("");
   $("triage").hidden = false;
 }
