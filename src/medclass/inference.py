@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medclass.data.mapped import release
 from medclass.tasks import logits_to_probs
 from medclass.transforms.histogram import apply_equalize
 from medclass.transforms.tta import tta_views
@@ -86,6 +87,7 @@ def predict_logits(
     outs = []
     for i in range(0, images.shape[0], batch_size):
         x = to_input(images[i : i + batch_size], prep).to(device, non_blocking=True)
+        release(images)  # a memory-mapped stack: its pages need not stay resident
         fields = () if tabular is None else (tabular[i : i + batch_size].to(device, non_blocking=True),)
         if views:
             outs.append(torch.stack([model(v, *fields).float() for v in tta_views(x, views)]).mean(0).cpu())

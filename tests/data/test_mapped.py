@@ -110,3 +110,16 @@ def test_a_set_larger_than_the_memory_limit_is_walked_through_its_mapping(tmp_pa
         del ds
     assert walk("always").startswith("walked"), "the mapped set is read a batch at a time"
     assert walk("never") == "out of memory\n", "the limit binds: the set does not fit under it"
+
+
+def test_releasing_pages_keeps_the_data_and_never_touches_other_memory(tmp_path):
+    from medclass.data.mapped import release
+
+    images = load_dataset(str(_folder(tmp_path / "f", 40, 64)), mmap="always").splits["train"].images
+    copy = images.clone()
+    release(images)
+    assert torch.equal(images, copy), "pages dropped are read again from the file"
+    anonymous = torch.arange(100_000, dtype=torch.int64)
+    release(anonymous)
+    release(copy)  # a copy is ordinary memory
+    assert torch.equal(anonymous, torch.arange(100_000)) and torch.equal(copy, images)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medclass.data.mapped import release
 from medclass.data.tabular import TabularTable
 from medclass.errors import DataError
 
@@ -132,7 +133,9 @@ class Dataset:
             images = np.ascontiguousarray(split.images.cpu().numpy())
             labels = np.ascontiguousarray(split.labels, dtype=np.float32)
             h.update(f"{name}|{images.dtype}|{images.shape}|{labels.shape}|".encode())
-            h.update(images.reshape(-1).view(np.uint8))  # views of the contiguous arrays: no copy
+            for start in range(0, len(images), 256):  # views of the contiguous arrays: no copy
+                h.update(images[start : start + 256].reshape(-1).view(np.uint8))
+                release(split.images)
             h.update(labels.reshape(-1).view(np.uint8))
             columns = split.tabular.columns if split.tabular is not None else {}
             for column, values in columns.items():
@@ -251,6 +254,8 @@ def iterate_batches(
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     n = len(order)
     labels = torch.from_numpy(np.ascontiguousarray(split.labels, dtype=np.float32))
-    for start in range(0, n, batch_size):
+    for k, start in enumerate(range(0, n, batch_size)):
         idx = order[start : start + batch_size]
         yield split.images[idx], labels[idx], idx
+        if k % 8 == 7:
+            release(split.images)  # a memory-mapped split: keep a few batches' pages resident, not the set

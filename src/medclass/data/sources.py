@@ -15,9 +15,10 @@ import torch
 
 from medclass.data import catalog
 from medclass.data.dataset import SPLITS, Dataset, Split, resize_images, to_channels_first
-from medclass.data.decode import DecodeOptions, decode_mapped, decode_stack, duplicate_rows, file_digests
+from medclass.data.decode import DecodeOptions, decode_stack, duplicate_rows, file_digests
 from medclass.data.download import md5sum, resolve
 from medclass.data.files import FileTable, read_manifest, scan_folder
+from medclass.data.mapped import decode_mapped
 from medclass.data.splits import split_indices
 from medclass.errors import DataError
 
@@ -200,9 +201,9 @@ def load_files(
         dedup: Drop exact duplicate files.
         cache: Use the decoded-pixel cache.
         mmap: ``always``: each split is decoded into its own memory-mapped ``.npy`` in the cache and read from it
-            (:func:`~medclass.data.decode.decode_mapped`), so the set never has to fit in memory; ``never``: one
+            (:func:`~medclass.data.mapped.decode_mapped`), so the set never has to fit in memory; ``never``: one
             stack in memory; ``auto``: ``always`` when the decoded set would exceed
-            :func:`~medclass.data.decode.mapped_size_limit` (1 GiB).
+            :func:`~medclass.data.mapped.mapped_size_limit` (1 GiB).
     """
     options = DecodeOptions(image_size=image_size, window=window, frame=frame, max_pixels=max_pixels)
     where = table.source
@@ -265,7 +266,7 @@ def _mapped(mode: str, files: list[Path], options: Any) -> bool:
         raise DataError(f"data.mmap: '{mode}' is not one of auto, always, never")
     if mode != "auto":
         return mode == "always"
-    from medclass.data.decode import mapped_size_limit
+    from medclass.data.mapped import mapped_size_limit
 
     side = options.image_size
     if side is None:
