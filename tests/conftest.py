@@ -223,6 +223,13 @@ def write_clinical_manifest(root: Path, n: int = 100, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clinical_manifest() -> Callable[..., Path]:
+    """Factory ``clinical_manifest(root, n=..., seed=...)`` writing a manifest with clinical fields (see
+    :func:`write_clinical_manifest`)."""
+    return write_clinical_manifest
+
+
+@pytest.fixture(scope="session")
 def small_multimodal_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``{"concat": run, "film": run, "data": manifest}``: fast trainings with clinical fields ``age`` and ``sex``
     (:func:`write_clinical_manifest`), shared by tests that only read finished runs (serving, export, browser)."""

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import medclass
 from medclass.errors import ConfigError, DataError
@@ -20,34 +19,15 @@ FAST.update({"train.device": "cpu", "train.eval_batch_size": 64, "eval.n_bootstr
 METHODS = ("concat", "film", "late", "tabular_only")
 
 
-def write_manifest(root: Path, n: int = 160, seed: int = 0) -> Path:
-    """Noise images (no signal) whose label is ``age > 50``; age missing on 10% of rows, ``sex`` irrelevant."""
-    rng = np.random.default_rng(seed)
-    (root / "img").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(root / "img" / f"{i:03d}.png")
-        age = rng.uniform(20, 80)
-        rows.append(
-            [f"img/{i:03d}.png", int(age > 50), f"{age:.1f}" if rng.random() > 0.1 else "", rng.choice(["f", "m"])]
-        )
-    path = root / "m.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "age", "sex"])
-        writer.writerows(rows)
-    return path
-
-
 def _train(data: Path, out: Path, **options) -> medclass.api.Run:
     return medclass.train(data, recipe="default", out=out, progress=False, **{**FAST, **options})
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
-    """The data, and one run per fusion method plus an image-only one (``none``)."""
+def runs(tmp_path_factory, clinical_manifest) -> dict:
+    """The data (noise images whose label is ``age > 50``), one run per fusion method and an image-only one."""
     root = tmp_path_factory.mktemp("multimodal")
-    data = write_manifest(root / "data")
+    data = clinical_manifest(root / "data", n=160)
     out = {"data": data, "none": _train(data, root / "none")}
     for method in METHODS:
         out[method] = _train(data, root / method, tabular=["age", "sex"], fusion=method)
@@ -165,8 +145,10 @@ def test_fusion_without_columns_and_one_input_options_are_refused(runs, tmp_path
         medclass.Predictor.from_checkpoint(runs["concat"].path, mc_samples=2)
 
 
-def test_an_unreadable_value_in_test_rows_is_one_line_naming_file_row_and_column(tmp_path, run_cli, fast_config):
-    data = write_manifest(tmp_path / "d", n=60)
+def test_an_unreadable_value_in_test_rows_is_one_line_naming_file_row_and_column(
+    tmp_path, run_cli, fast_config, clinical_manifest
+):
+    data = clinical_manifest(tmp_path / "d", n=60)
     lines = data.read_text().splitlines()
     splits = ["train" if i % 10 < 7 else "val" if i % 10 == 7 else "test" for i in range(60)]
     lines = [lines[0] + ",split"] + [f"{line},{s}" for line, s in zip(lines[1:], splits, strict=True)]
