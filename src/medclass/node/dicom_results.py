@@ -83,6 +83,31 @@ def derived_uid(series_uid: str, what: str) -> str:
     return str(generate_uid(entropy_srcs=[series_uid, what, "medclass-node"]))
 
 
+#: Type 2 attributes of the patient and study that highdicom copies from the sources; empty when a source lacks them.
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyID",
+)
+
+
+def complete_header(ds: Any) -> Any:
+    """A copy of a source header with the patient and study attributes of type 2 present (empty if missing)."""
+    import copy
+
+    out = copy.copy(ds)
+    for keyword in _TYPE2:
+        if keyword not in out:
+            setattr(out, keyword, "")
+    return out
+
+
 def _code(value: str, meaning: str) -> Any:
     from pydicom.sr.coding import Code
 
@@ -160,8 +185,9 @@ def build_sr(result: SeriesResult, sources: Sequence[Any], series_uid: str) -> A
 
     from medclass import __version__
 
+    sources = [complete_header(ds) for ds in sources]
     sr = ComprehensiveSR(
-        evidence=list(sources),
+        evidence=sources,
         content=sr_content(result, sources),
         series_instance_uid=derived_uid(series_uid, "sr-series"),
         series_number=SR_SERIES_NUMBER,
@@ -216,7 +242,7 @@ def build_sc(result: SeriesResult, overlay_rgb: np.ndarray, source: Any, series_
     ]
     picture = _banner_picture(np.ascontiguousarray(overlay_rgb, dtype=np.uint8), lines)
     sc = SCImage.from_ref_dataset(
-        ref_dataset=source,
+        ref_dataset=complete_header(source),
         pixel_array=picture,
         photometric_interpretation="RGB",
         bits_allocated=8,
