@@ -97,14 +97,35 @@ _TYPE2 = (
 )
 
 
+def _conformant(value: Any, vr: str) -> str:
+    """A DA/TM value as DICOM writes it: old ``11:20:00``/``2004.01.19`` forms without separators, else empty."""
+    from pydicom.valuerep import DA, TM
+
+    text = str(value or "").strip()
+    for candidate in (text, text.replace(":", "").replace(".", "", 1 if vr == "TM" else 2)):
+        try:
+            (DA if vr == "DA" else TM)(candidate)
+        except ValueError:
+            continue
+        return candidate
+    return ""
+
+
 def complete_header(ds: Any) -> Any:
-    """A copy of a source header with the patient and study attributes of type 2 present (empty if missing)."""
+    """A copy of a source header with the patient and study attributes of type 2 present (empty if missing) and
+    dates and times in the form highdicom accepts (some older files write ``HH:MM:SS``)."""
     import copy
 
     out = copy.copy(ds)
     for keyword in _TYPE2:
         if keyword not in out:
             setattr(out, keyword, "")
+    if "SpecificCharacterSet" in out and not out.SpecificCharacterSet:
+        del out.SpecificCharacterSet  # empty means the default repertoire
+    for keyword in ("PatientBirthDate", "StudyDate", "StudyTime", "SeriesDate", "SeriesTime"):
+        if keyword in out and out[keyword].value:
+            vr = "TM" if keyword.endswith("Time") else "DA"
+            setattr(out, keyword, _conformant(out[keyword].value, vr))
     return out
 
 

@@ -25,6 +25,20 @@ OUT_OF_RESOURCES = 0xA700
 _PIXELS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
+def quiet_third_party() -> None:
+    """Keep header values out of the node's output: pydicom and highdicom quote them in warnings and log lines
+    (a patient's name in "unlikely to represent the intended person name", dates in "Invalid value for VR DA").
+
+    Their loggers are set to ERROR, pynetdicom's (one INFO line per association) to WARNING, and their
+    ``UserWarning``s are ignored. A node is an application that owns its process, so this is its choice.
+    """
+    import warnings
+
+    for name, level in (("pydicom", logging.ERROR), ("highdicom", logging.ERROR), ("pynetdicom", logging.WARNING)):
+        logging.getLogger(name).setLevel(level)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(pydicom|highdicom)(\.|$)")
+
+
 class Node:
     """A DICOM node that classifies what it is sent and stores the results in the PACS.
 
@@ -69,6 +83,7 @@ class Node:
 
     def start(self) -> None:
         """Listen (in background threads) and start the worker."""
+        quiet_third_party()
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification
 
