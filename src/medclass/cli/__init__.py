@@ -1,7 +1,7 @@
 """The ``medclass`` command line: a thin layer over :mod:`medclass.api` and the engines.
 
 Commands live one group per module (:mod:`.catalog`, :mod:`.run`, :mod:`.pretrain`, :mod:`.data`, :mod:`.explain`,
-:mod:`.deploy`).
+:mod:`.deploy`, :mod:`.node`).
 Messages go through :mod:`logging` to stderr (``-v`` more, ``-q`` less), results to stdout. A user error prints one
 line on stderr naming the file and the problem and exits with status 2.
 """
