@@ -25,18 +25,24 @@ OUT_OF_RESOURCES = 0xA700
 _PIXELS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
-def quiet_third_party() -> None:
+def quiet_third_party() -> dict[str, int]:
     """Keep header values out of the node's output: pydicom and highdicom quote them in warnings and log lines
     (a patient's name in "unlikely to represent the intended person name", dates in "Invalid value for VR DA").
 
     Their loggers are set to ERROR, pynetdicom's (one INFO line per association) to WARNING, and their
     ``UserWarning``s are ignored. A node is an application that owns its process, so this is its choice.
+
+    Returns:
+        The loggers' levels before, for :meth:`Node.stop` to put back.
     """
     import warnings
 
+    before = {}
     for name, level in (("pydicom", logging.ERROR), ("highdicom", logging.ERROR), ("pynetdicom", logging.WARNING)):
+        before[name] = logging.getLogger(name).level
         logging.getLogger(name).setLevel(level)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(pydicom|highdicom)(\.|$)")
+    return before
 
 
 class Node:
@@ -80,10 +86,11 @@ class Node:
         self.queue = NodeQueue(state_dir, settle_s=settle_s)
         self.worker = Worker(self.queue, predictor, sender, marker=marker, heatmap=heatmap, retry_s=retry_s)
         self._server: Any = None
+        self._levels: dict[str, int] = {}
 
     def start(self) -> None:
         """Listen (in background threads) and start the worker."""
-        quiet_third_party()
+        self._levels = quiet_third_party()
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification
 
@@ -107,6 +114,8 @@ class Node:
             self._server = None
         self.worker.stop()
         self.queue.close()
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
 
     def _on_echo(self, event: Any) -> int:
         return SUCCESS

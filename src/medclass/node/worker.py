@@ -74,7 +74,13 @@ class Worker:
     def run(self) -> None:
         """Loop: process ready series; sleep until woken or a series may have settled."""
         while not self._stop.is_set():
-            if not self.process_one():
+            try:
+                busy = self.process_one()
+            except Exception as err:  # noqa: BLE001 - the worker must outlive any one series (e.g. a full disk)
+                LOG.error("worker error, continuing: %s", _reason(err))
+                self._stop.wait(1.0)
+                continue
+            if not busy:
                 self.wake.wait(min(0.05, self.queue.settle_s / 4) if self.queue.settle_s else 0.05)
                 self.wake.clear()
 
@@ -100,10 +106,14 @@ class Worker:
             self.queue.retry_later(job.series_uid)
             self._stop.wait(self.retry_s)
             return True
+        except Exception as err:  # noqa: BLE001 - results the sender cannot encode fail this series alone
+            self.queue.fail(job.series_uid, _reason(err))
+            LOG.error("series %s: results could not be sent: %s", tag, _reason(err))
+            return True
         if self.marker is not None:
             try:
                 self.marker.mark(job.study_uid, result.urgency, result.refer, result.label)
-            except PacsUnavailable as err:
+            except Exception as err:  # noqa: BLE001 - the mark is optional; the results are stored
                 LOG.warning("series %s: triage metadata not set: %s", tag, err)
         row = result.as_dict() | {"sr_uid": str(datasets[0].SOPInstanceUID), "instances": len(job.files)}
         self.queue.finish(job.series_uid, row)
