@@ -102,7 +102,8 @@ def _conformant(value: Any, vr: str) -> str:
     from pydicom.valuerep import DA, TM
 
     text = str(value or "").strip()
-    for candidate in (text, text.replace(":", "").replace(".", "", 1 if vr == "TM" else 2)):
+    bare = text.replace(":", "") if vr == "TM" else text.replace(".", "").replace("-", "")
+    for candidate in (bare, text):
         try:
             (DA if vr == "DA" else TM)(candidate)
         except ValueError:
@@ -127,6 +128,17 @@ def complete_header(ds: Any) -> Any:
             vr = "TM" if keyword.endswith("Time") else "DA"
             setattr(out, keyword, _conformant(out[keyword].value, vr))
     return out
+
+
+def _copy_deidentification(obj: Any, source: Any) -> None:
+    """Carry a de-identified source's method over (type 1C when ``PatientIdentityRemoved`` is ``YES``)."""
+    if str(obj.get("PatientIdentityRemoved", "")).upper() != "YES":
+        return
+    for keyword in ("DeidentificationMethod", "DeidentificationMethodCodeSequence"):
+        if keyword in source:
+            setattr(obj, keyword, source[keyword].value)
+    if "DeidentificationMethod" not in obj and "DeidentificationMethodCodeSequence" not in obj:
+        obj.DeidentificationMethod = "de-identified source; method not stated"
 
 
 def _code(value: str, meaning: str) -> Any:
@@ -223,6 +235,7 @@ def build_sr(result: SeriesResult, sources: Sequence[Any], series_uid: str) -> A
         software_versions=f"medclass {__version__}",
         coding_schemes=_coding_schemes(),
     )
+    _copy_deidentification(sr, sources[0])
     return sr
 
 
@@ -279,6 +292,7 @@ def build_sc(result: SeriesResult, overlay_rgb: np.ndarray, source: Any, series_
     )
     sc.PatientOrientation = source.get("PatientOrientation", "") or ""  # type 2: empty when the source had none
     sc.Laterality = source.get("Laterality", "") or ""  # type 2C: the source's, else empty
+    _copy_deidentification(sc, source)
     sc.BurnedInAnnotation = "YES"
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.ImageComments = f"Heat map of the medclass classification; {DISCLAIMER}"
