@@ -22,6 +22,7 @@ def test_an_instance_sent_twice_is_kept_once_and_a_series_is_taken_once(tmp_path
     assert job is not None and len(job.files) == 2 and job.attempts == 0
     assert q.take() is None
     q.finish(job.series_uid, {"urgency": 0.5})
+    assert not any(f.exists() for f in job.files)  # the PACS keeps the images; the node only their UIDs
     assert not _add(q, "1.2.3.1")  # re-sent after the report: nothing new
     assert _add(q, "1.2.3.3")  # a new instance of a reported series is kept but queues no second report
     assert q.take() is None

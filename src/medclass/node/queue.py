@@ -160,12 +160,19 @@ class NodeQueue:
         return SeriesJob(row[0], row[1], [self.spool / f for (f,) in files], int(row[2]))
 
     def finish(self, series_uid: str, result: dict[str, Any]) -> None:
-        """Mark a series ``done`` with its result (what the worklist shows)."""
+        """Mark a series ``done`` with its result (what the worklist shows) and delete its received files.
+
+        The PACS holds the images; the node keeps only their UIDs (so that a re-sent instance is still known).
+        Files of ``failed`` series stay in the spool for inspection.
+        """
         with self._tx() as db:
             db.execute(
                 "UPDATE series SET state='done', finished=?, result=?, error=NULL WHERE series_uid=?",
                 (time.time(), json.dumps(result), series_uid),
             )
+            files = db.execute("SELECT file FROM instances WHERE series_uid=?", (series_uid,)).fetchall()
+        for (name,) in files:
+            (self.spool / name).unlink(missing_ok=True)
 
     def fail(self, series_uid: str, error: str) -> None:
         """Mark a series ``failed``; ``error`` must hold no patient identifier."""
