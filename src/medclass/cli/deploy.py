@@ -64,7 +64,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not token:
             raise MedclassError(f"{args.token_file}: the token file is empty")
     predictor = Predictor.from_checkpoint(args.checkpoint, engine=args.engine)
-    app = create_app(predictor, run_dir=args.checkpoint, token=token, max_upload_mb=args.max_upload_mb)
+    worklist = None
+    if args.worklist:
+        from functools import partial
+
+        from medclass.node.worklist import read_worklist
+
+        worklist = partial(read_worklist, args.worklist)
+    app = create_app(
+        predictor, run_dir=args.checkpoint, token=token, max_upload_mb=args.max_upload_mb, worklist=worklist
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
@@ -92,4 +101,5 @@ def add_deploy_commands(sub: Any, parents: list[argparse.ArgumentParser], format
     sv.add_argument("--token-file", help="file holding the bearer token clients must send")
     sv.add_argument("--max-upload-mb", type=float, default=50.0, help="largest request body accepted, in MB")
     sv.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"], help="inference engine")
+    sv.add_argument("--worklist", help="state folder of a medclass node: serve its triage worklist at /v1/worklist")
     sv.set_defaults(func=cmd_serve)

@@ -3,8 +3,9 @@
 Endpoints: ``POST /v1/predict`` and ``POST /v1/explain`` (multipart upload in field ``file``: an
 image or DICOM file; for a model trained with clinical fields, one form field per field beside it, see
 :mod:`medclass.serve.fields`), ``GET /v1/model`` (model card, listing the clinical fields),
-``GET /healthz``, ``GET /metrics`` (Prometheus text) and ``GET /`` (the web page). Each prediction
-carries ``urgency``, the triage key the page sorts a worklist by
+``GET /v1/worklist`` (the PACS node's triage worklist, when the service is given one: studies, referrals
+first, then by urgency), ``GET /healthz``, ``GET /metrics`` (Prometheus text) and ``GET /`` (the web page).
+Each prediction carries ``urgency``, the triage key the page sorts a worklist by
 (:func:`medclass.metrics.positive.urgency`: P(positive class) for a binary model, else the summed
 probability of the model card's ``triage`` classes). With a token configured, every endpoint but
 ``/healthz`` and the page (which holds no data and asks for the token) needs
@@ -181,8 +182,13 @@ def create_app(
     max_upload_mb: float = 50.0,
     timeout_s: float = 30.0,
     max_batch: int = 32,
+    worklist: Any = None,
 ) -> Any:
-    """The FastAPI application serving ``predictor`` (see the module docstring)."""
+    """The FastAPI application serving ``predictor`` (see the module docstring).
+
+    ``worklist``: a callable returning the triage worklist's rows (``medclass serve --worklist`` passes the
+    node's :func:`medclass.node.worklist.read_worklist`), or ``None`` (``/v1/worklist`` answers 404).
+    """
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
@@ -342,6 +348,12 @@ def create_app(
     @app.get("/v1/model")
     async def model() -> Any:
         return card
+
+    @app.get("/v1/worklist")
+    async def worklist_rows() -> Any:
+        if worklist is None:
+            return JSONResponse({"error": "no worklist: start the service with --worklist NODE_STATE"}, 404)
+        return {"studies": await run_in_threadpool(worklist)}
 
     @app.get("/healthz")
     async def healthz() -> Any:

@@ -5,6 +5,9 @@ field (a number input for a numeric field, a list of the training categories and
 one) and sends the values filled in as form fields with a single image (empty: missing); the result names the
 values the service used. A triage list of several files uses the images alone (the fields describe one patient).
 
+When the service has a PACS node's worklist (``medclass serve --worklist``), the page lists its studies as
+``GET /v1/worklist`` ranks them: referrals first, then by urgency.
+
 The triage list puts the most urgent case first by each prediction's ``urgency`` (the service's ranking
 key: P(positive class) for a binary model, else the summed probability of the model card's
 ``triage.classes``), and its column header names those classes.
@@ -31,6 +34,9 @@ td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left}
 <div id="drop" tabindex="0">Drop an image or DICOM file here, or several for a triage list (or click to choose)
 <input id="files" type="file" multiple hidden></div>
 <div id="single"></div>
+<section id="worklist" hidden><h2>PACS worklist</h2>
+<table><thead><tr><th>#</th><th>study</th><th>urgency</th><th>finding</th><th>refer</th></tr></thead>
+<tbody></tbody></table></section>
 <table id="triage" hidden><thead><tr><th>file</th><th id="urgent">p</th><th>decision</th><th>refer</th></tr></thead>
 <tbody></tbody></table>
 <script>
@@ -47,6 +53,17 @@ async function loadCard() {
     `operating threshold ${fmt(card.operating_threshold)}` +
     (clinical.length ? `; clinical fields ${clinical.map((c) => c.name).join(", ")}` : "");
   showFields(clinical);
+}
+async function loadWorklist() {
+  const r = await fetch("/v1/worklist", {headers: auth()});
+  if (!r.ok) { $("worklist").hidden = true; return; }
+  const rows = (await r.json()).studies;
+  const uid = (u) => (u.length > 24 ? "\u2026" + u.slice(-22) : u);
+  $("worklist").querySelector("tbody").innerHTML = rows.map((s) =>
+    `<tr><td>${s.rank}</td><td title="${esc(s.study_uid)}">${esc(uid(s.study_uid))}</td>` +
+    `<td>${s.urgency.toFixed(3)}</td>` +
+    `<td>${esc(s.finding)}</td><td class="${s.refer ? "refer" : ""}">${s.refer ? "refer" : ""}</td></tr>`).join("");
+  $("worklist").hidden = false;
 }
 function showFields(clinical) {
   const box = $("fields"); box.replaceChildren();
@@ -127,7 +144,8 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
   e.preventDefault(); drop.classList.remove("over"); handle(e.dataTransfer.files);
 });
-$("token").addEventListener("change", loadCard);
+$("token").addEventListener("change", () => { loadCard(); loadWorklist(); });
 loadCard();
+loadWorklist();
 </script></body></html>
 """
