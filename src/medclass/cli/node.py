@@ -90,6 +90,8 @@ def add_node_command(sub: Any, parents: list[argparse.ArgumentParser], formatter
     p.add_argument("--state", help="queue and received files (default RUN/node); keep it across restarts")
     p.add_argument("--allow-aet", help="comma-separated calling AE titles allowed to send (default: any)")
     p.add_argument("--modalities", help="comma-separated modalities to classify (default: any image)")
-    p.add_argument("--settle", type=float, default=1.0, help="seconds without new instances before a series is done")
+    p.add_argument(
+        "--settle", type=float, default=0.5, help="seconds without new instances of a series before it is classified"
+    )
     p.add_argument("--no-heatmap", action="store_true", help="store the SR only, no heat-map Secondary Capture")
     p.set_defaults(func=cmd_node)

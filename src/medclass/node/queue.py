@@ -86,7 +86,7 @@ class NodeQueue:
         settle_s: A series is ready once no instance of it arrived for this long.
     """
 
-    def __init__(self, folder: str | Path, *, settle_s: float = 2.0) -> None:
+    def __init__(self, folder: str | Path, *, settle_s: float = 0.5) -> None:
         self.folder = Path(folder)
         self.spool = self.folder / "spool"
         self.spool.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ class Node:
         allowed_aets: Sequence[str] | None = None,
         modalities: Sequence[str] | None = None,
         marker: Any = None,
-        settle_s: float = 1.0,
+        settle_s: float = 0.5,
         heatmap: bool = True,
         retry_s: float = 5.0,
     ) -> None:
