@@ -213,6 +213,23 @@ def test_cli_explain_writes_each_field_contribution_beside_the_heat_map(runs, ru
     assert [r["target"] for r in records] == ["1", "0"], records  # the decision follows age, the label's field
     assert all(r["fields"]["age"]["contribution"] > 0.05 for r in records), records  # and age supports it
     assert (tmp_path / records[0]["png"]).is_file() and "clinical fields:" in res.out
+    # the heat map is the model's with that image's own fields, not with every field missing
+    from medclass.explain.fields import with_fields
+    from medclass.explain.methods import saliency
+    from medclass.inference import to_input
+
+    ig = tmp_path / "ig"
+    args = ["--clinical", clinical, "--out", ig, "--method", "integrated-gradients"]
+    assert run_cli("explain", "--checkpoint", runs["film"].path, *images, *args).code == 0
+    records = json.loads((ig / "explanations.json").read_text())["explanations"]
+    predictor = medclass.load(runs["film"].path)
+    x = to_input(predictor.load_inputs(images)[0], predictor.prep)
+    fields = predictor.encode_tabular([{"age": "75", "sex": "f"}], 1)
+    saved = np.load(ig / records[0]["npy"])
+    bound = saliency(with_fields(predictor.model, fields), predictor.task, x[:1], [1], "integrated-gradients")[0]
+    missing = saliency(predictor.model, predictor.task, x[:1], [1], "integrated-gradients")[0]
+    assert np.allclose(saved, bound, atol=1e-5)
+    assert not np.allclose(saved, missing, atol=1e-3), "FiLM conditions the feature maps on the fields"
 
 
 def test_gradient_boosting_on_the_fields_alone_finds_the_label_and_needs_fields(runs):

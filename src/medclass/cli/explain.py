@@ -32,7 +32,7 @@ def _targets(arg: str | None, predictor: Any, probs: np.ndarray) -> np.ndarray:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from medclass.explain.fields import field_contributions
+    from medclass.explain.fields import field_contributions, with_fields
     from medclass.explain.methods import saliency
     from medclass.explain.output import safe_name, write_explanation
     from medclass.explain.sanity import RANDOMISATION_LIMIT, randomisation_check
@@ -48,20 +48,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
     fields = list(predictor.clinical_fields)
     contributions = field_contributions(predictor, images, tabular, targets) if fields else None
     x = to_input(images, predictor.prep)
+    if fields:  # one image at a time, with its own fields bound (ScoreCAM's masks and occlusion's batches share them)
+        encoded = predictor.encode_tabular(tabular, len(x))
+        nets = [with_fields(predictor.model, encoded[i : i + 1]) for i in range(len(x))]
+        step = 1
+    else:
+        nets, step = [predictor.model], args.batch_size
     maps = np.concatenate(
         [
-            saliency(
-                predictor.model,
-                predictor.task,
-                x[i : i + args.batch_size],
-                targets[i : i + args.batch_size],
-                args.method,
-            )
-            for i in range(0, len(x), args.batch_size)
+            saliency(nets[i if fields else 0], predictor.task, x[i : i + step], targets[i : i + step], args.method)
+            for i in range(0, len(x), step)
         ]
     )
-    n_check = min(len(x), 16)
-    check = randomisation_check(predictor.model, predictor.task, x[:n_check], targets[:n_check], args.method)
+    n_check = min(len(x), 1 if fields else 16)
+    check = randomisation_check(nets[0], predictor.task, x[:n_check], targets[:n_check], args.method)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []

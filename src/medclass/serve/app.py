@@ -277,13 +277,14 @@ def create_app(
 
         from PIL import Image
 
+        from medclass.explain.fields import with_fields
         from medclass.explain.methods import saliency
         from medclass.explain.output import overlay
         from medclass.inference import to_input
 
         model = predictor.model
         if schema is not None:
-            model = fields.with_fields(model, predictor.encode_tabular([row or {}], 1))
+            model = with_fields(model, predictor.encode_tabular([row or {}], 1))
         try:
             with model_lock:
                 heat = saliency(model, predictor.task, to_input(images, predictor.prep), target, "gradcam")[0]

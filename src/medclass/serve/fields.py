@@ -98,30 +98,3 @@ def echo(row: Mapping[str, Any] | None, schema: TabularSchema | None) -> dict[st
     if schema is None or row is None:
         return None
     return {name: row.get(name) for name in schema.names}
-
-
-def with_fields(model: Any, tabular: Any) -> Any:
-    """``model`` with its clinical fields fixed, as a one-input network for the explanation methods.
-
-    Args:
-        model: A fusion model (``forward(images, tabular)``) with a ``default_cam_layer``.
-        tabular: ``(1, T)`` encoded fields, used for every image of a call (Grad-CAM's batch, ScoreCAM's masks).
-
-    Returns:
-        A module whose ``forward(images (B, C, ...))`` gives ``model(images, tabular)`` logits ``(B, K)``.
-    """
-    from torch import nn
-
-    from medclass.inference import model_device
-
-    class Fixed(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            self.default_cam_layer = f"model.{model.default_cam_layer}"
-            self.register_buffer("tabular", tabular.float().to(model_device(model)), persistent=False)
-
-        def forward(self, images: Any) -> Any:
-            return self.model(images, self.tabular.expand(images.shape[0], -1))
-
-    return Fixed().eval()
