@@ -1,0 +1,38 @@
+"""Evaluation batches: capped by pixels so that large images do not put evaluation at the top of memory."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medclass.inference import EVAL_PIXELS, eval_batch, predict_logits
+
+
+def test_eval_batch_keeps_small_images_and_caps_large_ones():
+    assert eval_batch(512, (28, 28)) == 512
+    assert eval_batch(512, (224, 224)) == EVAL_PIXELS // (224 * 224) == 167
+    assert eval_batch(512, (64, 64, 64)) == 32
+    assert eval_batch(8, (4096, 4096)) == 1  # never zero
+
+
+class _Seen(nn.Module):
+    """Records the batch sizes it is called with; logits: the mean pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        return x.flatten(1).mean(1, keepdim=True) * self.w
+
+
+def test_predict_logits_runs_large_images_in_smaller_batches_with_the_same_result():
+    images = torch.randint(0, 256, (400, 1, 224, 224), dtype=torch.uint8)
+    prep = {"channels": 1, "scale": 1 / 255, "mean": [0.5], "std": [0.5]}
+    model = _Seen()
+    got = predict_logits(model, images, prep, batch_size=512)
+    assert max(model.batches) == 167 and sum(model.batches) == 400
+    want = ((images.float() / 255 - 0.5) / 0.5).flatten(1).mean(1, keepdim=True)
+    torch.testing.assert_close(got, want)
