@@ -77,8 +77,8 @@ def plan_overrides(plan: dict[str, Any], spec: str, *, tabular: list[str] | None
     from medclass.api import overrides_from
 
     options = {
-        "batch_size": plan.get("batch_size"),
-        "lr": plan.get("lr"),
+        "batch_size": plan.get("batch_size") or None,  # 0 and "" in a plan: not given (Flower records hold no None)
+        "lr": plan.get("lr") or None,
         "seed": plan.get("seed"),
         "image_size": plan.get("image_size") or None,
         "tabular": tabular,
