@@ -20,6 +20,7 @@ __all__ = [
     "Run",
     "__version__",
     "create_model",
+    "federate",
     "list_models",
     "load",
     "load_dataset",
@@ -32,6 +33,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _LAZY = {
     "train": "medclass.api",
+    "federate": "medclass.api",
     "load": "medclass.api",
     "pretrain": "medclass.api",
     "probe": "medclass.api",

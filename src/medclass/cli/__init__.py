@@ -1,7 +1,7 @@
 """The ``medclass`` command line: a thin layer over :mod:`medclass.api` and the engines.
 
 Commands live one group per module (:mod:`.catalog`, :mod:`.run`, :mod:`.pretrain`, :mod:`.data`, :mod:`.explain`,
-:mod:`.deploy`, :mod:`.node`).
+:mod:`.deploy`, :mod:`.node`, :mod:`.federate`).
 Messages go through :mod:`logging` to stderr (``-v`` more, ``-q`` less), results to stdout. A user error prints one
 line on stderr naming the file and the problem and exits with status 2.
 """
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from medclass.cli.data import add_data_commands
     from medclass.cli.deploy import add_deploy_commands
     from medclass.cli.explain import add_explain_command
+    from medclass.cli.federate import add_federate_command
     from medclass.cli.node import add_node_command
     from medclass.cli.pretrain import add_pretrain_command
     from medclass.cli.run import add_run_commands
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalog_commands(sub, parents, HelpFormatter)
     add_run_commands(sub, parents, HelpFormatter)
     add_pretrain_command(sub, parents, HelpFormatter)
+    add_federate_command(sub, parents, HelpFormatter)
     add_data_commands(sub, parents, HelpFormatter)
     add_explain_command(sub, parents, HelpFormatter)
     add_deploy_commands(sub, parents, HelpFormatter)
