@@ -95,8 +95,12 @@ def run(args: argparse.Namespace) -> dict:
     train, test = data.splits["train"], data.splits["test"]
     gen = torch.Generator().manual_seed(args.seed)
     config = PrivacyConfig(
-        target_epsilon=args.eps, delta=args.delta, max_grad_norm=args.clip, batch_size=args.batch,
-        physical_batch_size=args.physical, seed=args.seed,
+        target_epsilon=args.eps,
+        delta=args.delta,
+        max_grad_norm=args.clip,
+        batch_size=args.batch,
+        physical_batch_size=args.physical,
+        seed=args.seed,
     )
     t0 = time.perf_counter()
     model = build(args)

@@ -27,9 +27,11 @@ Typical client use, per round::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -108,22 +110,30 @@ def calibrate_noise(config: PrivacyConfig, rate: float, total_steps: int) -> flo
     Returns:
         The noise multiplier sigma (noise standard deviation divided by ``max_grad_norm``).
     """
-    from opacus.accountants.utils import get_noise_multiplier
-
     if total_steps < 1:
         raise ConfigError(f"total_steps must be >= 1, got {total_steps}")
+    return _noise_multiplier(config.target_epsilon, config.delta, float(rate), int(total_steps))
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_multiplier(target_epsilon: float, delta: float, rate: float, steps: int) -> float:
+    """Opacus's bisection (RDP accountant), cached: each try costs a fraction of a second."""
+    from opacus.accountants.utils import get_noise_multiplier
+
     try:
-        return float(
-            get_noise_multiplier(
-                target_epsilon=config.target_epsilon,
-                target_delta=config.delta,
-                sample_rate=rate,
-                steps=total_steps,
-                accountant=ACCOUNTANT,
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            return float(
+                get_noise_multiplier(
+                    target_epsilon=target_epsilon,
+                    target_delta=delta,
+                    sample_rate=rate,
+                    steps=steps,
+                    accountant=ACCOUNTANT,
+                )
             )
-        )
     except ValueError as e:
-        raise ConfigError(f"privacy.target_epsilon {config.target_epsilon} cannot be met: {e}") from None
+        raise ConfigError(f"privacy.target_epsilon {target_epsilon} cannot be met: {e}") from None
 
 
 def epsilon_of(history: list[tuple[float, float, int]], delta: float) -> float:
@@ -132,7 +142,9 @@ def epsilon_of(history: list[tuple[float, float, int]], delta: float) -> float:
 
     accountant = RDPAccountant()
     accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
-    return float(accountant.get_epsilon(delta=delta)) if history else 0.0
+    with warnings.catch_warnings():  # the bound is valid (if loose) when the largest order is optimal
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        return float(accountant.get_epsilon(delta=delta)) if history else 0.0
 
 
 def make_private_compatible(model: nn.Module, *, groups: int = 8) -> nn.Module:
@@ -327,8 +339,13 @@ class PrivateTrainer:
             total, count = total + loss_sum, count + len(idx)
             self._record_step()
         eps = self.epsilon
-        log.info("DP-SGD: %d steps, mean loss %.4f, epsilon %.3f (delta %g)", steps, total / max(count, 1), eps,
-                 self.config.delta)
+        log.info(
+            "DP-SGD: %d steps, mean loss %.4f, epsilon %.3f (delta %g)",
+            steps,
+            total / max(count, 1),
+            eps,
+            self.config.delta,
+        )
         return eps
 
     def _step(
@@ -354,7 +371,9 @@ class PrivateTrainer:
             x = to_input(images[start : start + chunk], prep).to(device)
             y = labels[start : start + chunk].to(device)
             loss = task_loss(self._net(x), y, task, **loss_kwargs)
-            loss.backward()
+            with warnings.catch_warnings():  # inputs never need gradients: PyTorch's note on that is noise here
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                loss.backward()
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingDiverged(f"DP-SGD loss became {value}: lower the learning rate")
@@ -395,8 +414,12 @@ class PrivateTrainer:
         """Refuse a saved state of another format, accountant or privacy setting."""
         if state.get("format") != STATE_FORMAT or state.get("accountant") != ACCOUNTANT:
             raise ConfigError(f"not a {STATE_FORMAT} accountant state ({state.get('format')!r})")
-        for key, mine in (("delta", self.config.delta), ("max_grad_norm", self.config.max_grad_norm),
-                          ("num_samples", self.num_samples), ("total_steps", self.total_steps)):
+        for key, mine in (
+            ("delta", self.config.delta),
+            ("max_grad_norm", self.config.max_grad_norm),
+            ("num_samples", self.num_samples),
+            ("total_steps", self.total_steps),
+        ):
             if state.get(key) != mine:
                 raise ConfigError(f"saved accountant state has {key} {state.get(key)}, this client {mine}")
 
