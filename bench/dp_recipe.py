@@ -3,7 +3,7 @@
 One run per call, appended as a JSON line to ``--results`` (default ``bench/results/dp_recipe.jsonl``): the
 command, the settings, test AUC/ACC, the epsilon spent (per client), the noise multiplier and the minutes.
 
-* ``--clients 1`` (central): one trainer over the whole training split for ``--epochs`` epochs.
+* ``--clients 1`` (central): one trainer over the whole training split for ``--epochs`` epochs (each a "round").
 * ``--clients K``: a seeded IID split into ``K`` equal clients and ``--rounds`` rounds of FedAvg; each client runs
   ``--local-epochs`` of (DP-)SGD per round from the global weights, the server averages the clients' weights
   (weighted by rows). With GroupNorm the model has no buffers, so averaging the parameters is the whole model.
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     model = build(args)
     clients = [train] if args.clients == 1 else iid_clients(train, args.clients, args.seed)
-    rounds, local = (1, args.epochs) if args.clients == 1 else (args.rounds, args.local_epochs)
+    rounds, local = (args.epochs, 1) if args.clients == 1 else (args.rounds, args.local_epochs)
     # one model, optimiser and trainer per client; each round starts from the global weights
     locals_ = [copy.deepcopy(model) for _ in clients]
     opts = [optimizer_for(m, args) for m in locals_]
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
         w = np.asarray(sizes, dtype=np.float64) / sum(sizes)
         avg = {k: sum(float(wi) * s[k].float() for wi, s in zip(w, states)).to(states[0][k].dtype) for k in states[0]}
         model.load_state_dict(avg)
-        if args.clients > 1 and (r + 1) % max(1, rounds // 5) == 0:
+        if (r + 1) % max(1, rounds // 5) == 0:
             curve.append((r + 1, round(evaluate(model, test)[0], 4)))
             log.info("round %d: test AUC %.4f, eps %s", r + 1, curve[-1][1], [round(e, 2) for e in eps])
     auc, acc = evaluate(model, test)
