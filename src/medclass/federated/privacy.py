@@ -61,6 +61,8 @@ class PrivacyConfig:
         batch_size: Expected rows per step (Poisson sampling: the sample rate is ``batch_size / N``).
         physical_batch_size: Most rows that go through the model at once (memory only; the noise is added once
             per logical step).
+        lr: Learning rate of the recipe's SGD (:func:`private_optimizer`).
+        momentum: Momentum of that SGD.
         seed: Seeds the Poisson draws and the noise (``None``: fresh randomness, as a deployment should use).
     """
 
@@ -69,6 +71,8 @@ class PrivacyConfig:
     max_grad_norm: float = 1.0
     batch_size: int = 256
     physical_batch_size: int = 128
+    lr: float = 1.0
+    momentum: float = 0.5
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -80,6 +84,11 @@ class PrivacyConfig:
             raise ConfigError(f"privacy.max_grad_norm must be > 0, got {self.max_grad_norm}")
         if self.batch_size < 1 or self.physical_batch_size < 1:
             raise ConfigError(f"privacy.batch_size and physical_batch_size must be >= 1, got {self.batch_size}")
+
+
+def private_optimizer(model: nn.Module, config: PrivacyConfig) -> torch.optim.SGD:
+    """The recipe's optimiser: SGD with ``config.lr`` and ``config.momentum``, no weight decay."""
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum)
 
 
 def sample_rate(num_samples: int, batch_size: int) -> float:
