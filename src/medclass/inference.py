@@ -18,7 +18,7 @@ from torch import nn
 from medclass.data.mapped import release
 from medclass.tasks import logits_to_probs
 from medclass.transforms.histogram import apply_equalize
-from medclass.transforms.tta import tta_views
+from medclass.transforms.tta import iter_tta_views
 from medclass.trust.scaling import apply_calibration
 
 if TYPE_CHECKING:
@@ -68,8 +68,8 @@ def split_tabular(prep: dict[str, Any], split: Split) -> torch.Tensor | None:
     return torch.from_numpy(TabularSchema.from_json(spec).transform(split.tabular, n=len(split)))
 
 
-EVAL_PIXELS = 1 << 23
-"""Most pixels (per channel) in one evaluation batch: 167 images at 224 px, 32 volumes at 64^3, 512 at 28 px."""
+EVAL_PIXELS = 1 << 22
+"""Most pixels (per channel) in one evaluation batch: 83 images at 224 px, 16 volumes at 64^3, 512 at 28 px."""
 
 
 def eval_batch(batch_size: int, spatial: Sequence[int]) -> int:
@@ -106,7 +106,10 @@ def predict_logits(
         release(images)  # a memory-mapped stack: its pages need not stay resident
         fields = () if tabular is None else (tabular[i : i + batch_size].to(device, non_blocking=True),)
         if views:
-            outs.append(torch.stack([model(v, *fields).float() for v in tta_views(x, views)]).mean(0).cpu())
+            scores = [0.0, 0]  # running sum of the views' logits, and their count: one view in memory at a time
+            for v in iter_tta_views(x, views):
+                scores = [scores[0] + model(v, *fields).float(), scores[1] + 1]
+            outs.append((scores[0] / scores[1]).cpu())
         else:
             outs.append(model(x, *fields).float().cpu())
     return torch.cat(outs) if outs else torch.zeros(0)

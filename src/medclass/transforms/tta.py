@@ -10,7 +10,7 @@ along the last two axes, edges replicated: four views).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,14 +36,20 @@ def _shift(x: torch.Tensor, axis: int, step: int) -> torch.Tensor:
     return padded.narrow(axis, 0 if step > 0 else 1, n)
 
 
-def tta_views(x: torch.Tensor, names: Sequence[str]) -> list[torch.Tensor]:
-    """``[x, *views]`` for a normalised float batch ``(B, C, *spatial)``."""
-    views = [x]
+def iter_tta_views(x: torch.Tensor, names: Sequence[str]) -> Iterator[torch.Tensor]:
+    """``x`` then each view of a normalised float batch ``(B, C, *spatial)``, one at a time (one view in memory)."""
+    yield x
     for name in check_views(names):
         if name == "hflip":
-            views.append(x.flip(-1))
+            yield x.flip(-1)
         elif name == "vflip":
-            views.append(x.flip(-2))
+            yield x.flip(-2)
         else:
-            views += [_shift(x, axis, step) for axis in (-1, -2) for step in (1, -1)]
-    return views
+            for axis in (-1, -2):
+                for step in (1, -1):
+                    yield _shift(x, axis, step)
+
+
+def tta_views(x: torch.Tensor, names: Sequence[str]) -> list[torch.Tensor]:
+    """``[x, *views]`` for a normalised float batch ``(B, C, *spatial)``."""
+    return list(iter_tta_views(x, names))
