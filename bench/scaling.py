@@ -78,12 +78,14 @@ def throughput(args: argparse.Namespace, work: Path, saved: dict) -> None:
 
 
 def accuracy(args: argparse.Namespace, work: Path, saved: dict) -> None:
-    """The default command's full schedule, one process (2 threads) against two (1 thread each)."""
+    """The default command (its full schedule, or ``--accuracy-epochs``), one process (2 threads) against two."""
     out = saved.setdefault("accuracy", {})
+    out["epochs"] = args.accuracy_epochs
+    extra = ["--seed", "0"] + (["--epochs", str(args.accuracy_epochs)] if args.accuracy_epochs else [])
     for nproc, threads in ((1, 2), (2, 1)):
         key = f"{nproc}x{threads}"
         if key not in out:
-            out[key] = _train(work / f"acc-{key}", nproc, threads, ["--seed", "0"])
+            out[key] = _train(work / f"acc-{key}-e{args.accuracy_epochs or 'all'}", nproc, threads, extra)
             _save(saved)
 
 
@@ -104,6 +106,7 @@ import medclass
 row = {}
 try:
     run = medclass.train(sys.argv[1], out=sys.argv[2], progress=False, image_size=224, epochs=1, seed=0,
+                         batch_size=int(sys.argv[5]),
                          **{"data.mmap": sys.argv[4], "train.min_steps": 0, "train.max_minutes": 3.0,
                             "train.threads": 2, "eval.n_bootstrap": 10})
     row["test_auc"] = run.metrics["splits"]["test"]["auc"]
@@ -140,14 +143,14 @@ def memory(args: argparse.Namespace, work: Path, saved: dict) -> None:
 
     folder = work / f"rgb224-{args.images}"
     _synthetic_folder(folder, args.images)
-    out = saved.setdefault("memory", {"images": args.images, "limit_gb": args.limit_gb})
+    out = saved.setdefault("memory", {"images": args.images, "limit_gb": args.limit_gb, "batch_size": args.batch_size})
     for mode in ("always", "never"):
         load_dataset(str(folder), image_size=224, mmap=mode)  # decode the cache outside the limit
     for mode in ("always", "never"):
         if mode in out:
             continue
         limit = str(int(args.limit_gb * (1 << 30)))
-        cmd = [sys.executable, "-c", CHILD, str(folder), str(work / f"mem-{mode}"), limit, mode]
+        cmd = [sys.executable, "-c", CHILD, str(folder), str(work / f"mem-{mode}"), limit, mode, str(args.batch_size)]
         done = subprocess.run(
             cmd, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "2"}
         )
@@ -186,9 +189,16 @@ def render(saved: dict) -> str:
         lines += ["", "Efficiency: throughput / (processes x threads x throughput of 1 x 1).", ""]
     acc = saved.get("accuracy")
     if acc:
-        lines += ["The default command's full schedule, same seed and global batch:", "", "| processes x threads "
+        sched = (
+            f"{acc['epochs']} epochs of the default command"
+            if acc.get("epochs")
+            else "The default command's full schedule"
+        )
+        lines += [f"{sched}, same seed and global batch:", "", "| processes x threads "
                   "| test AUC | test ACC | wall min |", "|---|---|---|---|"]  # fmt: skip
         for key, row in acc.items():
+            if key == "epochs":
+                continue
             if "error" in row:
                 lines.append(f"| {key} | {row['error']} | | |")
             else:
@@ -200,8 +210,9 @@ def render(saved: dict) -> str:
     if mem:
         gb = mem["images"] * 3 * 224 * 224 / 2**30
         lines += [
-            f"Memory: one training epoch (3 min at most) on {mem['images']:,} RGB images at 224 px ({gb:.1f} GiB of "
-            f"pixels), each process's data segment limited to {mem['limit_gb']} GiB over what it used at start:",
+            f"Memory: one training epoch (3 min at most, batch {mem.get('batch_size', 128)}) on {mem['images']:,} RGB "
+            f"images at 224 px ({gb:.1f} GiB of pixels), each process's data segment limited to {mem['limit_gb']} GiB "
+            "over what it used at start:",
             "",
             "| data.mmap | peak resident MB (VmHWM) | peak anonymous MB | outcome |",
             "|---|---|---|---|",
@@ -232,6 +243,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--images", type=int, default=20000)
     ap.add_argument("--limit-gb", type=float, default=2.0)
+    ap.add_argument("--batch-size", type=int, default=32, help="training batch of the memory part")
+    ap.add_argument("--accuracy-epochs", type=int, help="epochs of the accuracy part (default: the full schedule)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "medclass-scaling")
     ap.add_argument("--render", action="store_true")
     args = ap.parse_args()
