@@ -127,10 +127,10 @@ def render(saved: dict) -> str:
                 if method == "local":
                     continue
                 own = _mean([_mean(r["client_auc"]) for r in runs])
+                auc, acc = _mean([r["auc"] for r in runs]), _mean([r["acc"] for r in runs])
+                mb, cpu = _mean([r["mb_per_round"] for r in runs]), _mean([r["cpu_minutes"] for r in runs])
                 lines.append(
-                    f"| {partition} | {method} | {_mean([r['auc'] for r in runs]):.3f} | "
-                    f"{_mean([r['acc'] for r in runs]):.3f} | {own:.3f} | {_mean([r['mb_per_round'] for r in runs]):.1f}"
-                    f" | {_mean([r['cpu_minutes'] for r in runs]):.1f} | {len(runs)} |"
+                    f"| {partition} | {method} | {auc:.3f} | {acc:.3f} | {own:.3f} | {mb:.1f} | {cpu:.1f} | {len(runs)} |"
                 )
             local = [r for s in methods.values() for r in s.values() if "local_auc" in r]
             if local:

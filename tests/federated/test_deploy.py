@@ -147,8 +147,8 @@ def test_tls_federation_server_reads_no_images_and_a_mismatched_client_is_refuse
     assert str(other) not in refusal[0]  # the server learns why, not where the client's data lives
     f.wait_for(lambda: bad.poll() is not None, 30, "the refused client to stop")
     assert bad.returncode == 2
-    last = f.log("bad").strip().splitlines()[-1]
-    assert last.startswith("medclass: error: ") and str(other) in last and "differ from the federation's" in last
+    errors = [line for line in f.log("bad").splitlines() if line.startswith("medclass: error: ")]
+    assert len(errors) == 1 and str(other) in errors[0] and "differ from the federation's" in errors[0], errors
     assert "TLS" in f.log("server")
     served = (f.root / "audit-clients.txt").read_text()
     assert str(data) in served and str(other) in served  # the audit hook sees the clients' reads
