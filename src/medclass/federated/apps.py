@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from medclass.errors import DataError
 from medclass.federated.client import (
     ClientSource,
     Site,
@@ -78,6 +82,7 @@ def handle(msg: Any, context: Any, source: ClientSource, privacy: Any = None) ->
     """
     from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
+    cpu0 = time.process_time()
     plan = _plan(msg)
     site = load_site(source, plan)
     action = plan.get("action", "train")
@@ -85,7 +90,12 @@ def handle(msg: Any, context: Any, source: ClientSource, privacy: Any = None) ->
         return Message(RecordDict({"config": ConfigRecord({"describe": json.dumps(describe(site), sort_keys=True)})}),
                        reply_to=msg)  # fmt: skip
     if action == "join":
-        check_agrees(site.meta, json.loads(plan["federation"]), f"client {source.index} ({source.spec})")
+        try:
+            check_agrees(site.meta, json.loads(plan["federation"]), f"client {source.index}")
+        except DataError as err:  # the reason goes to the server, the data's name only to this client's status
+            report_status(f"{source.spec}: {err}")
+            raise
+        report_status("")
         return Message(RecordDict({"config": ConfigRecord({"joined": True})}), reply_to=msg)
     model = _model_from(site, msg, context, plan)
     metrics: dict[str, Any] = {"client": f"client-{source.index}", "train_n": float(len(site.dataset.splits["train"]))}
@@ -97,6 +107,7 @@ def handle(msg: Any, context: Any, source: ClientSource, privacy: Any = None) ->
             seed = int(plan["seed"]) * 1000 + source.index
             base_m = local_baseline(site, rounds=rounds, local_epochs=int(plan["local_epochs"]), lr=base, seed=seed)
             metrics.update({f"baseline_{s}_{k}": float(v) for s, m in base_m.items() for k, v in m.items()})
+        metrics["cpu_s"] = time.process_time() - cpu0
         return Message(RecordDict({"metrics": MetricRecord(_finite(metrics))}), reply_to=msg)
     lr = float(plan.get("round_lr") or 0.0) or round_lr(base, r, rounds)
     seed = int(plan["seed"]) * 100003 + r * 101 + source.index
@@ -105,6 +116,7 @@ def handle(msg: Any, context: Any, source: ClientSource, privacy: Any = None) ->
     )
     _keep_local(model, context, plan)
     metrics.update({"num-examples": done["n"], "train_loss": done["train_loss"], "lr": lr})
+    metrics["cpu_s"] = time.process_time() - cpu0  # this client's CPU time for the round (evaluation included)
     reply = {"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord(_finite(metrics))}
     return Message(RecordDict(reply), reply_to=msg)
 
@@ -118,6 +130,18 @@ def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = int(v) if isinstance(v, int) else float(v)
     return out
+
+
+#: Environment variable naming the file where a deployed client's ClientApp processes leave their status for
+#: ``medclass federate --role client`` (an empty file: joined; one line: refused, and why).
+STATUS_ENV = "MEDCLASS_FED_STATUS"
+
+
+def report_status(line: str) -> None:
+    """Write this client's join status where :data:`STATUS_ENV` says (nothing without it)."""
+    path = os.environ.get(STATUS_ENV)
+    if path:
+        Path(path).write_text(line, encoding="utf-8")
 
 
 def make_client_app(source_of: Callable[[Any], ClientSource], privacy: Any = None) -> Any:
@@ -158,11 +182,14 @@ def make_server_app(
     settings_of: Callable[[Any], Any],
     on_done: Callable[[Any, dict[str, Any]], None] | None = None,
     errors: list[BaseException] | None = None,
+    log_file: str | None = None,
 ) -> Any:
     """A ``ServerApp`` running :func:`medclass.federated.server.run_rounds` with ``settings_of(context)``.
 
     With ``errors``, an exception of the rounds is appended there instead of raised (the simulation runtime runs the
-    server in a thread and would only log it); the caller re-raises it.
+    server in a thread and would only log it); the caller re-raises it. With ``log_file`` (a name in the run
+    folder), the ``medclass`` loggers also write there: a deployed ``ServerApp`` runs in a process of the
+    SuperLink's, whose output nobody reads.
     """
     from flwr.serverapp import ServerApp
 
@@ -174,6 +201,8 @@ def make_server_app(
     def main(grid: Any, context: Any) -> None:
         try:
             settings = settings_of(context)
+            if log_file:
+                _log_to(Path(settings.out) / log_file)
             section = run_rounds(grid, settings)
             if on_done is not None:
                 on_done(settings, section)
@@ -183,6 +212,16 @@ def make_server_app(
             errors.append(err)
 
     return app
+
+
+def _log_to(path: Path) -> None:
+    """Add a handler writing INFO and above of the ``medclass`` loggers to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("medclass")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def _settings_from_run_config(context: Any) -> Any:
@@ -198,4 +237,4 @@ def _finish_deployed(settings: Any, section: dict[str, Any]) -> None:
 
 
 client_app = make_client_app(source_from_node_config)
-server_app = make_server_app(_settings_from_run_config, on_done=_finish_deployed)
+server_app = make_server_app(_settings_from_run_config, on_done=_finish_deployed, log_file="federation.log")

@@ -22,11 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medclass.errors import ConfigError, MedclassError
+from medclass.errors import ConfigError, DataError, MedclassError
 from medclass.federated.client import ClientSource
 from medclass.federated.server import ServerSettings
 
 log = logging.getLogger(__name__)
+
+#: Seconds a refused client waits, so its SuperNode can send the refusal's reason, before it stops.
+REPLY_GRACE_S = 5.0
 
 APP_TOML = """\
 [build-system]
@@ -228,6 +231,10 @@ def serve(
                 raise MedclassError(f"flwr run failed with status {run.returncode} (see {log_path})")
         finally:
             _stop(link)
+    fed_log = out / "federation.log"
+    for line in fed_log.read_text(encoding="utf-8").splitlines() if fed_log.is_file() else []:
+        if " WARNING " in line:
+            log.warning("%s", line.split(": ", 1)[-1])
     metrics = out / "metrics.json"
     if not metrics.is_file():
         raise MedclassError(f"{out}: the federation did not finish (see {log_path})")
@@ -272,8 +279,21 @@ def join(
             port = s.getsockname()[1]
     cmd = ["flower-supernode", "--superlink", server, "--port", str(port), "--node-config", node_config(source)]
     cmd += ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
-    process = subprocess.Popen(cmd, env=tool_env())
+    from medclass.federated.apps import STATUS_ENV
+
+    status = Path(tempfile.mkdtemp(prefix="medclass-client-")) / "status"
+    env = dict(tool_env(), **{STATUS_ENV: str(status)})
+    process = subprocess.Popen(cmd, env=env)
+    told = False
     try:
-        return process.wait()
+        while process.poll() is None:
+            if status.is_file() and (line := status.read_text(encoding="utf-8").strip()):
+                time.sleep(REPLY_GRACE_S)  # let the SuperNode deliver the refusal to the server first
+                raise DataError(line)  # refused by the federation: one line, then the SuperNode stops
+            if status.is_file() and not told:
+                log.info("joined the federation at %s", server)
+                told = True
+            time.sleep(0.5)
+        return process.returncode
     finally:
         _stop(process)

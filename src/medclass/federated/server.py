@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -126,7 +127,9 @@ def _ok(replies: list, what: str) -> list:
     good = []
     for msg in replies:
         if msg.has_error():
-            reason = str(msg.error.reason).strip().splitlines()
+            text = str(msg.error.reason).strip()
+            found = re.search(r"<class '[\w.]+'>:<'(.*)'>", text, re.S)  # the runtime's wrapping of an exception
+            reason = (found.group(1) if found else text).strip().splitlines()
             log.warning("%s: client node %s left out: %s", what, msg.metadata.src_node_id, reason[-1] if reason else "")
         else:
             good.append(msg)
@@ -154,11 +157,12 @@ def describe_federation(grid: Any, settings: ServerSettings, exclude: set[int]) 
     replies = _ok(_send(grid, nodes, a.MessageType.QUERY, {"action": DESCRIBE, **settings.plan()}, None, 600), "join")
     if not replies:
         raise DataError("no client described its data: check the clients' logs")
-    texts = {m.metadata.src_node_id: m.content["config"]["describe"] for m in replies}
-    votes = sorted(set(texts.values()), key=lambda t: (-list(texts.values()).count(t), list(texts.values()).index(t)))
-    meta = json.loads(votes[0])["meta"]
+    metas = {m.metadata.src_node_id: json.loads(m.content["config"]["describe"])["meta"] for m in replies}
+    texts = [json.dumps(v, sort_keys=True) for v in metas.values()]
+    votes = sorted(set(texts), key=lambda t: (-texts.count(t), texts.index(t)))  # most common, then first seen
+    meta = json.loads(votes[0])
     join = {"action": JOIN, "federation": json.dumps(meta, sort_keys=True), **settings.plan()}
-    joined = _ok(_send(grid, sorted(texts), a.MessageType.QUERY, join, None, 600), "join")
+    joined = _ok(_send(grid, sorted(metas), a.MessageType.QUERY, join, None, 600), "join")
     ok = {m.metadata.src_node_id for m in joined}
     excluded = set(exclude) | (set(nodes) - ok)
     log.info("federation: %d clients joined, %d left out", len(ok), len(excluded - set(exclude)))
@@ -193,6 +197,7 @@ def _history_row(round_index: int, evals: list[dict[str, Any]], train: list[dict
         "lr": float(train[0].get("lr", lr)) if train else lr,
         "seconds": round(sec, 2),
         "clients": len(train),
+        "cpu_s": round(float(sum(m.get("cpu_s", 0.0) for m in train)), 2),
     }
 
 
@@ -296,4 +301,6 @@ def federated_section(
         "clients": clients,
         "history": history,
         "mb_per_round": float(np.mean(mb)) if mb else 0.0,
+        "client_cpu_minutes": round(sum(r.get("cpu_s", 0.0) for r in history) / 60, 3),
+        "final_cpu_minutes": round(sum(m.get("cpu_s", 0.0) for m in finals) / 60, 3),  # final test and baselines
     }
