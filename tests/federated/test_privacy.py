@@ -21,6 +21,7 @@ from medclass.federated.privacy import (
     load_accountant_json,
     make_private_compatible,
     poisson_batches,
+    private_optimizer,
 )
 from medclass.inference import to_input
 from medclass.models import create_model
@@ -47,9 +48,16 @@ def tiny_split(n: int, seed: int = 0) -> Split:
 
 def trainer_for(split: Split, total_steps: int, *, state: dict | None = None, seed: int = 0, **cfg) -> PrivateTrainer:
     model = tiny_model()
-    config = PrivacyConfig(**{"target_epsilon": 2.0, "batch_size": 16, "physical_batch_size": 8, "seed": seed, **cfg})
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    return PrivateTrainer(model, opt, num_samples=len(split), total_steps=total_steps, config=config, state=state)
+    defaults = {"target_epsilon": 2.0, "batch_size": 16, "physical_batch_size": 8, "lr": 0.5, "seed": seed}
+    config = PrivacyConfig(**{**defaults, **cfg})
+    return PrivateTrainer(
+        model,
+        private_optimizer(model, config),
+        num_samples=len(split),
+        total_steps=total_steps,
+        config=config,
+        state=state,
+    )
 
 
 def opacus_epsilon(sigma: float, rate: float, steps: int, delta: float) -> float:
@@ -90,7 +98,7 @@ def test_per_sample_clipping_matches_a_naive_per_sample_loop():
     trainer = trainer_for(split, total_steps=1, batch_size=32, physical_batch_size=8, max_grad_norm=clip)
     trainer.optimizer.noise_multiplier = 0.0  # isolate clipping from noise
     for group in trainer.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"], group["momentum"] = lr, 0.0
     reference = tiny_model()
     before = [p.detach().clone() for p in reference.parameters()]
     x, y = to_input(split.images, PREP), torch.as_tensor(split.labels)
@@ -159,3 +167,10 @@ def test_empty_poisson_draws_still_count_and_add_noise():
     trainer.train(split, task="binary", prep=PREP, steps=40)
     assert trainer.steps_taken == 40
     assert all(not torch.equal(b, a) for b, a in zip(before, trainer.module.parameters()))
+
+
+def test_config_rejects_impossible_settings():
+    with pytest.raises(ConfigError, match="target_epsilon"):
+        PrivacyConfig(target_epsilon=0)
+    with pytest.raises(ConfigError, match="delta"):
+        PrivacyConfig(delta=1.0)

@@ -16,9 +16,11 @@ affine parameters (so a residual block's zero-initialised last norm stays zero, 
 
 Typical client use, per round::
 
-    model = make_private_compatible(create_model("smallcnn", in_chans=1, num_classes=1))
-    trainer = PrivateTrainer(model, torch.optim.SGD(model.parameters(), lr=2.0, momentum=0.5), num_samples=len(split),
-                             total_steps=federation_steps(len(split), cfg.batch_size, rounds=20), config=cfg)
+    cfg = PrivacyConfig()  # the measured recipe: epsilon 8, delta 1e-5
+    model = make_private_compatible(create_model("smallcnn", in_chans=1, num_classes=1, widths=(8, 16, 32)))
+    trainer = PrivateTrainer(model, private_optimizer(model, cfg), num_samples=len(split),
+                             total_steps=federation_steps(len(split), cfg.batch_size, rounds=R), config=cfg,
+                             state=load_accountant_json(saved_text) if restarted else None)
     for each round:
         trainer.module.load_state_dict(global_weights)
         spent = trainer.train(split, task="binary", prep=prep, epochs=1)  # epsilon spent so far
