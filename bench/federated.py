@@ -129,9 +129,8 @@ def render(saved: dict) -> str:
                 own = _mean([_mean(r["client_auc"]) for r in runs])
                 auc, acc = _mean([r["auc"] for r in runs]), _mean([r["acc"] for r in runs])
                 mb, cpu = _mean([r["mb_per_round"] for r in runs]), _mean([r["cpu_minutes"] for r in runs])
-                lines.append(
-                    f"| {partition} | {method} | {auc:.3f} | {acc:.3f} | {own:.3f} | {mb:.1f} | {cpu:.1f} | {len(runs)} |"
-                )
+                cells = [partition, method, f"{auc:.3f}", f"{acc:.3f}", f"{own:.3f}", f"{mb:.1f}", f"{cpu:.1f}"]
+                lines.append("| " + " | ".join([*cells, str(len(runs))]) + " |")
             local = [r for s in methods.values() for r in s.values() if "local_auc" in r]
             if local:
                 mean_l = _mean([_mean(r["local_auc"]) for r in local])
