@@ -129,9 +129,8 @@ def render(saved: dict) -> str:
                 own = _mean([_mean(r["client_auc"]) for r in runs])
                 auc, acc = _mean([r["auc"] for r in runs]), _mean([r["acc"] for r in runs])
                 mb, cpu = _mean([r["mb_per_round"] for r in runs]), _mean([r["cpu_minutes"] for r in runs])
-                lines.append(
-                    f"| {partition} | {method} | {auc:.3f} | {acc:.3f} | {own:.3f} | {mb:.1f} | {cpu:.1f} | {len(runs)} |"
-                )
+                cells = [partition, method, f"{auc:.3f}", f"{acc:.3f}", f"{own:.3f}", f"{mb:.1f}", f"{cpu:.1f}"]
+                lines.append("| " + " | ".join([*cells, str(len(runs))]) + " |")
             local = [r for s in methods.values() for r in s.values() if "local_auc" in r]
             if local:
                 mean_l = _mean([_mean(r["local_auc"]) for r in local])
@@ -187,6 +186,20 @@ def _targets(parts: dict, pooled: float) -> list[str]:
     return out
 
 
+def merge(into: dict, other: dict) -> None:
+    """Add ``other``'s commands, setup and runs to ``into`` (runs of ``into`` win)."""
+    into["commands"] = [*dict.fromkeys([*into.get("commands", []), *other.get("commands", [])])]
+    into.setdefault("machine", other.get("machine"))
+    into.setdefault("setup", {}).update({k: v for k, v in other.get("setup", {}).items() if k not in into["setup"]})
+    for data, parts in other.get("results", {}).items():
+        for partition, methods in parts.items():
+            for method, seeds in methods.items():
+                cell = into["results"].setdefault(data, {}).setdefault(partition, {}).setdefault(method, {})
+                for seed, row in seeds.items():
+                    if seed not in cell or "error" in cell[seed]:
+                        cell[seed] = row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["pneumoniamnist"])
@@ -199,11 +212,23 @@ def main() -> None:
     ap.add_argument("--mu", type=float, default=0.01)
     ap.add_argument("--server-lr", type=float, default=0.01)
     ap.add_argument("--no-pooled", action="store_true")
+    ap.add_argument(
+        "--baseline-partitions",
+        nargs="+",
+        help="partitions whose first strategy also trains the local-only models (default: all)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-federated")
     ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from saved results")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="results file (several benches in parallel)")
+    ap.add_argument("--merge", type=Path, nargs="+", help="merge these results files into --results, then render")
     args = ap.parse_args()
-    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": {}}
-    if not args.render:
+    results = args.results
+    saved = json.loads(results.read_text()) if results.exists() else {"results": {}}
+    for other in args.merge or []:
+        merge(saved, json.loads(other.read_text()))
+    if args.merge:
+        results.write_text(json.dumps(saved, indent=1) + "\n")
+    if not args.render and not args.merge:
         command = "OMP_NUM_THREADS=1 nice -n 10 python bench/federated.py " + " ".join(sys.argv[1:])
         saved["commands"] = [*dict.fromkeys([*saved.get("commands", []), command])]
         sys.path.insert(0, str(ROOT / "bench"))
@@ -228,12 +253,14 @@ def main() -> None:
                         if method == "pooled":
                             cell[str(seed)] = pooled_run(data, seed, args)
                         else:
-                            first = method == args.strategies[0]
+                            first = method == args.strategies[0] and (
+                                args.baseline_partitions is None or partition in args.baseline_partitions
+                            )
                             cell[str(seed)] = federated_run(data, partition, method, seed, args, baseline=first)
                     except Exception as err:  # noqa: BLE001 - recorded, the bench goes on
                         cell[str(seed)] = {"error": f"{type(err).__name__}: {err}"}
-                    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                    RESULTS.write_text(json.dumps(saved, indent=1) + "\n")
+                    results.parent.mkdir(parents=True, exist_ok=True)
+                    results.write_text(json.dumps(saved, indent=1) + "\n")
                     print(f"[federated]   {json.dumps(cell[str(seed)])[:300]}", flush=True)
     sys.path.insert(0, str(ROOT / "bench"))
     from benchmd import update_section

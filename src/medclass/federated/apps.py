@@ -231,7 +231,7 @@ def _settings_from_run_config(context: Any) -> Any:
 
 
 def _finish_deployed(settings: Any, section: dict[str, Any]) -> None:
-    from medclass.federated.run import finish_from_clients
+    from medclass.federated.server import finish_from_clients
 
     finish_from_clients(settings, section)
 

@@ -73,21 +73,27 @@ _SITES: dict[str, Site] = {}
 
 
 def plan_overrides(plan: dict[str, Any], spec: str, *, tabular: list[str] | None = None) -> dict[str, Any]:
-    """The :func:`medclass.api.overrides_from` overrides a plan means for data ``spec``."""
-    from medclass.api import overrides_from
+    """The nested configuration overrides (as :func:`medclass.api.overrides_from` makes them) a plan means.
 
-    options = {
-        "batch_size": plan.get("batch_size") or None,  # 0 and "" in a plan: not given (Flower records hold no None)
-        "lr": plan.get("lr") or None,
-        "seed": plan.get("seed"),
-        "image_size": plan.get("image_size") or None,
-        "tabular": tabular,
-        "train.ema": 0.0,  # the server averages; a client-side moving average would lag the global model
-        "train.precision": "fp32",
-        "train.device": "cpu",
+    ``0`` and ``""`` in a plan mean "not given" (Flower's records hold no ``None``): the recipe's value stays.
+    """
+    model = plan.get("model") or None
+    out: dict[str, Any] = {
+        "data": {"spec": spec},
+        "model": {"name": model, "members": [] if model else None},
+        # the server averages: a client-side moving average would lag the global model
+        "train": {"ema": 0.0, "precision": "fp32", "device": "cpu"},
     }
-    options = {k: v for k, v in options.items() if v is not None}
-    return overrides_from(data=spec, model=plan.get("model") or None, options=options)
+    for section, key, value in (
+        ("train", "batch_size", plan.get("batch_size")),
+        ("train", "seed", plan.get("seed")),
+        ("optim", "lr", plan.get("lr")),
+        ("data", "image_size", plan.get("image_size")),
+        ("data", "tabular", tabular),
+    ):
+        if value or (key == "seed" and value is not None):
+            out.setdefault(section, {})[key] = value
+    return out
 
 
 def load_site(source: ClientSource, plan: dict[str, Any]) -> Site:

@@ -5,8 +5,8 @@
 counts and metrics only; then, as the person who ran the simulation (and holds all its data), :func:`simulate`
 calibrates the global model and tests it on the union of the clients' validation and test splits, so
 ``metrics.json`` has the usual ``splits`` plus a ``federated`` section, and ``report.html`` shows the rounds as its
-training curves. A deployed server (:func:`finish_from_clients`) has no data: its ``metrics.json`` holds the
-clients' own figures and their size-weighted means.
+training curves. A deployed server (:func:`medclass.federated.server.finish_from_clients`) has no data: its
+``metrics.json`` holds the clients' own figures and their size-weighted means.
 """
 
 from __future__ import annotations
@@ -122,32 +122,4 @@ def finish_simulated(settings: ServerSettings, sources: list[ClientSource]) -> d
     write_text(out / "config.yaml", dump_yaml(cfg))
     title = f"medclass federate: {pooled.name} / {cfg.model.name} / {settings.strategy}, {len(sources)} clients"
     write_evaluation(out, metrics, plot, history=section["history"], config=cfg.to_dict(), title=title)
-    return metrics
-
-
-def finish_from_clients(settings: ServerSettings, section: dict[str, Any]) -> dict[str, Any]:
-    """A deployed server's ``metrics.json`` and report: the clients' own figures, no pooled data."""
-    from medclass.checkpoint import read_model_meta
-    from medclass.evaluate import write_evaluation
-
-    out = Path(settings.out)
-    meta = read_model_meta(out)
-    splits: dict[str, Any] = {}
-    for split in ("val", "test"):
-        rows = [(c["federated"][split], c["n"][split]) for c in section["clients"] if c["n"][split]]
-        if rows:
-            weights = [n for _, n in rows]
-            splits[split] = {k: float(np.average([m[k] for m, _ in rows], weights=weights)) for k in ("auc", "acc")} | {
-                "n": int(sum(weights)),
-                "pooled": False,
-            }
-    metrics = {
-        "dataset": meta.get("dataset", {}).get("name", "federation"),
-        "task": meta["task"],
-        "label_names": meta["label_names"],
-        "splits": splits,
-        "federated": section,
-    }
-    title = f"medclass federate (deployed): {settings.strategy}, {len(section['clients'])} clients"
-    write_evaluation(out, metrics, {}, history=section["history"], config={"federated": vars(settings)}, title=title)
     return metrics

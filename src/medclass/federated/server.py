@@ -304,3 +304,31 @@ def federated_section(
         "client_cpu_minutes": round(sum(r.get("cpu_s", 0.0) for r in history) / 60, 3),
         "final_cpu_minutes": round(sum(m.get("cpu_s", 0.0) for m in finals) / 60, 3),  # final test and baselines
     }
+
+
+def finish_from_clients(settings: ServerSettings, section: dict[str, Any]) -> dict[str, Any]:
+    """A deployed server's ``metrics.json`` and report: the clients' own figures, no pooled data."""
+    from medclass.checkpoint import read_model_meta
+    from medclass.evaluate import write_evaluation
+
+    out = Path(settings.out)
+    meta = read_model_meta(out)
+    splits: dict[str, Any] = {}
+    for split in ("val", "test"):
+        rows = [(c["federated"][split], c["n"][split]) for c in section["clients"] if c["n"][split]]
+        if rows:
+            weights = [n for _, n in rows]
+            splits[split] = {k: float(np.average([m[k] for m, _ in rows], weights=weights)) for k in ("auc", "acc")} | {
+                "n": int(sum(weights)),
+                "pooled": False,
+            }
+    metrics = {
+        "dataset": meta.get("dataset", {}).get("name", "federation"),
+        "task": meta["task"],
+        "label_names": meta["label_names"],
+        "splits": splits,
+        "federated": section,
+    }
+    title = f"medclass federate (deployed): {settings.strategy}, {len(section['clients'])} clients"
+    write_evaluation(out, metrics, {}, history=section["history"], config={"federated": vars(settings)}, title=title)
+    return metrics
