@@ -56,13 +56,10 @@ settings = "{}"
 
 
 def tool_env() -> dict[str, str]:
-    """The environment of Flower's processes: this interpreter's scripts first on PATH, medclass importable."""
+    """The environment of Flower's processes: this interpreter's scripts first on PATH (``flower-superlink``,
+    ``flwr``, and the ``flwr-serverapp``/``flwr-clientapp`` they start), so they import this medclass."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    import medclass
-
-    src = str(Path(medclass.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([src, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     return env
 
 
