@@ -146,7 +146,9 @@ def add_federate_command(sub: Any, parents: list[argparse.ArgumentParser], forma
     p.add_argument("--strategy", default="fedavg", type=str.lower, choices=STRATEGIES, help="aggregation")
     p.add_argument("--rounds", type=int, default=10, help="rounds of federated training")
     p.add_argument("--local-epochs", type=int, default=1, help="passes over a client's training split per round")
-    p.add_argument("--min-clients", type=int, help="clients that must answer for a round to count (default: all)")
+    p.add_argument(
+        "--min-clients", type=int, help="clients that must answer for a round to count (default: all; --role server: 2)"
+    )
     p.add_argument("--model", help="architecture (default: the recipe's)")
     p.add_argument("--recipe", default="default", help="the recipe the clients train with")
     p.add_argument("--lr", type=float, help="clients' learning rate in round 1 (cosine to 1/20 by the last)")
