@@ -106,6 +106,15 @@ def test_a_client_down_is_left_out_and_min_clients_decides(data: Path, tmp_path:
         run_rounds(grid2, _settings(tmp_path / "b", rounds=1, min_clients=2))
 
 
+def test_the_plan_holds_what_clients_train_by() -> None:
+    from medclass.federated.client import PLAN_KEYS
+
+    plan = ServerSettings(out="x", strategy="fedprox", mu=0.5).plan()
+    assert set(plan) == set(PLAN_KEYS) and plan["mu"] == 0.5
+    assert all(v is not None for v in plan.values())  # Flower's records hold no None
+    assert ServerSettings(out="x", strategy="fedavg", mu=0.5).plan()["mu"] == 0.0
+
+
 def test_resume_continues_after_the_last_completed_round(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     run_rounds(FakeGrid(_sources(data, 2)), _settings(out, rounds=1, strategy="fedadam", min_clients=2))
