@@ -1,6 +1,9 @@
 """Deployment as real processes on loopback: SuperLink + SuperNodes over TLS, faults survived, no images on the server.
 
-Each test starts every process it needs (``medclass federate --role server|client``) and stops them at the end. A
+Each test starts every process it needs (``medclass federate --role server|client``) and stops them at the end; each
+takes one to four minutes on two cores (every message starts a ClientApp process), so all are ``slow``: the same
+logic runs fast in-process in ``test_server.py`` (rounds, refusal, ``--min-clients``, ``--resume``, messages without
+data) and here against Flower's real runtime. A
 ``sitecustomize`` audit hook records every file a process tree opens under the data folder, so the server's side
 (``medclass``, ``flower-superlink``, ``flwr-serverapp``) is checked to read none of them, while the clients do.
 """
@@ -128,6 +131,7 @@ def _finished(f: Federation, name: str, timeout: float) -> int:
     return proc.returncode
 
 
+@pytest.mark.slow
 def test_tls_federation_server_reads_no_images_and_a_mismatched_client_is_refused(fed, make_npz) -> None:
     from medclass.federated.deploy import make_node_key
 
