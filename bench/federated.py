@@ -170,7 +170,7 @@ def _targets(parts: dict, pooled: float) -> list[str]:
     if "iid" in parts:
         fedavg = _auc(parts, "iid", "fedavg")
         out.append(f"- IID FedAvg within 0.005 of pooled: {fedavg:.3f} vs {pooled:.3f}: "
-                   f"{'met' if pooled - fedavg <= 0.005 else 'not met'}")  # fmt: skip
+                   f"{'met' if round(pooled - fedavg, 4) <= 0.005 else 'not met'}")  # fmt: skip
     for partition in ("dirichlet:0.3",):
         if partition in parts:
             best_name, best = max(((m, _auc(parts, partition, m)) for m in STRATEGIES if m in parts[partition]),
@@ -178,7 +178,7 @@ def _targets(parts: dict, pooled: float) -> list[str]:
             local = [v for s in parts[partition].values() for r in s.values() for v in r.get("local_auc", [])]
             best_local = max([v for v in local if np.isfinite(v)], default=float("nan"))
             out.append(f"- Dirichlet 0.3, best strategy ({best_name} {best:.3f}) within 0.02 of pooled ({pooled:.3f}): "
-                       f"{'met' if pooled - best <= 0.02 else 'not met'}; above every local-only model "
+                       f"{'met' if round(pooled - best, 4) <= 0.02 else 'not met'}; above every local-only model "
                        f"(best {best_local:.3f}): {'met' if best > best_local else 'not met'}")  # fmt: skip
     if "shift" in parts and "fedbn" in parts["shift"] and "fedavg" in parts["shift"]:
         bn, avg = _auc(parts, "shift", "fedbn"), _auc(parts, "shift", "fedavg")

@@ -1,6 +1,9 @@
 """Deployment as real processes on loopback: SuperLink + SuperNodes over TLS, faults survived, no images on the server.
 
-Each test starts every process it needs (``medclass federate --role server|client``) and stops them at the end. A
+Each test starts every process it needs (``medclass federate --role server|client``) and stops them at the end; each
+takes one to four minutes on two cores (every message starts a ClientApp process), so all are ``slow``: the same
+logic runs fast in-process in ``test_server.py`` (rounds, refusal, ``--min-clients``, ``--resume``, messages without
+data) and here against Flower's real runtime. A
 ``sitecustomize`` audit hook records every file a process tree opens under the data folder, so the server's side
 (``medclass``, ``flower-superlink``, ``flwr-serverapp``) is checked to read none of them, while the clients do.
 """
@@ -73,11 +76,11 @@ class Federation:
             "--out", out, "--batch-size", "16", "--no-baseline", "--round-timeout", "60", *extra, who="server",
         )  # fmt: skip
 
-    def client(self, k: int, data: Path, n: int, *, name: str | None = None) -> subprocess.Popen:
+    def client(self, k: int, data: Path, n: int, *extra: str | Path, name: str | None = None) -> subprocess.Popen:
         return self.start(
             name or f"client{k}", "--role", "client", "--data", data, "--partition", "iid", "--clients", str(n),
             "--client-id", str(k), "--server", f"127.0.0.1:{self.port}", "--root-certificates", self.certs["ca"],
-            who="clients",
+            *extra, who="clients",
         )  # fmt: skip
 
     def log(self, name: str) -> str:
@@ -128,15 +131,22 @@ def _finished(f: Federation, name: str, timeout: float) -> int:
     return proc.returncode
 
 
+@pytest.mark.slow
 def test_tls_federation_server_reads_no_images_and_a_mismatched_client_is_refused(fed, make_npz) -> None:
+    from medclass.federated.deploy import make_node_key
+
     f, data = fed
     other = make_npz(f.data_root / "other.npz", task="multiclass", num_classes=3, sizes=(30, 10, 10), size=16)
+    keys = {name: make_node_key(f.root / "keys" / name)[0] for name in ("c0", "c1", "bad")}
+    intruder = make_node_key(f.root / "intruder" / "key")[0]  # a key the server never registered
     out = f.root / "run"
-    f.server(out, "--rounds", "1", "--clients", "3", "--min-clients", "2")
-    f.client(0, data, 2)
-    f.client(1, data, 2)
+    f.server(out, "--rounds", "1", "--clients", "3", "--min-clients", "2", "--authorized-keys", f.root / "keys")
+    f.wait_for(lambda: "client keys registered" in f.log("server"), 120, "the clients' keys to be registered")
+    f.client(0, data, 2, "--auth-key", keys["c0"])
+    f.client(1, data, 2, "--auth-key", keys["c1"])
     bad = f.start("bad", "--role", "client", "--data", other, "--client-id", "2", "--server", f"127.0.0.1:{f.port}",
-                  "--root-certificates", f.certs["ca"], who="clients")  # fmt: skip
+                  "--root-certificates", f.certs["ca"], "--auth-key", keys["bad"], who="clients")  # fmt: skip
+    f.client(1, data, 2, "--auth-key", intruder, name="intruder")
     assert _finished(f, "server", 240) == 0, f.log("server")[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert [c["client"] for c in metrics["federated"]["clients"]] == ["client-0", "client-1"]
@@ -149,7 +159,9 @@ def test_tls_federation_server_reads_no_images_and_a_mismatched_client_is_refuse
     assert bad.returncode == 2
     errors = [line for line in f.log("bad").splitlines() if line.startswith("medclass: error: ")]
     assert len(errors) == 1 and str(other) in errors[0] and "differ from the federation's" in errors[0], errors
-    assert "TLS" in f.log("server")
+    assert "TLS" in f.log("server") and "3 client keys registered" in f.log("server")
+    assert "3 clients joined" not in (out / "federation.log").read_text()  # the intruder never got in
+    assert "Failed to activate SuperNode" in f.log("intruder")
     served = (f.root / "audit-clients.txt").read_text()
     assert str(data) in served and str(other) in served  # the audit hook sees the clients' reads
     assert not (f.root / "audit-server.txt").exists()  # the server's processes opened nothing under the data folder

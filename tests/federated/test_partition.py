@@ -123,3 +123,18 @@ def test_client_dataset_splits_follow_the_assignment() -> None:
     assert sorted(test_ids) == sorted(ds.splits["test"].patient_ids)
     shifted = client_dataset(ds, a, 1, shift=shift_params(1, 0))
     assert not torch.equal(shifted.splits["train"].images, parts[1].splits["train"].images)
+
+
+def test_column_partition_of_a_manifest_gives_one_client_per_site(tmp_path, clinical_manifest) -> None:
+    from medclass.data.sources import load_dataset
+    from medclass.federated.client import ClientSource, load_site
+
+    manifest = clinical_manifest(tmp_path, n=60)
+    full = load_dataset(str(manifest), tabular=["sex"])
+    plan = {"recipe": "default", "batch_size": 16, "image_size": 16}
+    sites = [load_site(ClientSource(str(manifest), "column:sex", 0, k, 0), plan) for k in range(2)]
+    for name, split in full.splits.items():
+        sex = split.tabular.columns["sex"].astype(str)
+        assert [len(s.dataset.splits[name]) for s in sites] == [int((sex == "f").sum()), int((sex == "m").sum())]
+        assert all(s.dataset.splits[name].tabular is None for s in sites)  # the site is not a model input
+    assert "tabular" not in sites[0].meta["preprocessing"]

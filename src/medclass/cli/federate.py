@@ -81,7 +81,7 @@ def _server(args: argparse.Namespace) -> int:
     host, _, port = (args.listen or "127.0.0.1:9092").rpartition(":")
     metrics = serve(
         _settings(args), host=host or "127.0.0.1", port=int(port), certificates=args.certificates,
-        insecure=args.insecure,
+        insecure=args.insecure, keys=args.authorized_keys,
     )  # fmt: skip
     print_federation(metrics, args.out)
     return 0
@@ -95,7 +95,9 @@ def _client(args: argparse.Namespace) -> int:
         raise ConfigError("--role client: give --data (this hospital's data) and --server HOST:PORT")
     partition = args.partition if args.partition_given else None
     source = ClientSource(args.data, partition, args.clients, args.client_id, args.seed)
-    return join(source, args.server, root_certificates=args.root_certificates, insecure=args.insecure)
+    return join(
+        source, args.server, root_certificates=args.root_certificates, insecure=args.insecure, auth_key=args.auth_key
+    )
 
 
 def print_federation(metrics: dict[str, Any], where: str) -> None:
@@ -146,7 +148,9 @@ def add_federate_command(sub: Any, parents: list[argparse.ArgumentParser], forma
     p.add_argument("--strategy", default="fedavg", type=str.lower, choices=STRATEGIES, help="aggregation")
     p.add_argument("--rounds", type=int, default=10, help="rounds of federated training")
     p.add_argument("--local-epochs", type=int, default=1, help="passes over a client's training split per round")
-    p.add_argument("--min-clients", type=int, help="clients that must answer for a round to count (default: all)")
+    p.add_argument(
+        "--min-clients", type=int, help="clients that must answer for a round to count (default: all; --role server: 2)"
+    )
     p.add_argument("--model", help="architecture (default: the recipe's)")
     p.add_argument("--recipe", default="default", help="the recipe the clients train with")
     p.add_argument("--lr", type=float, help="clients' learning rate in round 1 (cosine to 1/20 by the last)")
@@ -164,6 +168,8 @@ def add_federate_command(sub: Any, parents: list[argparse.ArgumentParser], forma
     g.add_argument("--certificates", metavar="DIR", help="server: ca.pem, server.pem, server.key (made when absent)")
     g.add_argument("--root-certificates", metavar="CA.pem", help="client: the CA that signed the server's certificate")
     g.add_argument("--insecure", action="store_true", help="no TLS (loopback experiments only)")
+    g.add_argument("--authorized-keys", metavar="DIR", help="server: accept only clients whose *.pub key is here")
+    g.add_argument("--auth-key", metavar="KEY", help="client: its private key (for --authorized-keys servers)")
     g.add_argument("--client-id", type=int, default=0, help="client: its index (name, seed, share of --partition)")
     g.add_argument("--round-timeout", type=float, default=600.0, help="server: seconds to wait for a round's replies")
     p.set_defaults(func=cmd_federate, clients_given=False, partition_given=False)

@@ -56,13 +56,10 @@ settings = "{}"
 
 
 def tool_env() -> dict[str, str]:
-    """The environment of Flower's processes: this interpreter's scripts first on PATH, medclass importable."""
+    """The environment of Flower's processes: this interpreter's scripts first on PATH (``flower-superlink``,
+    ``flwr``, and the ``flwr-serverapp``/``flwr-clientapp`` they start), so they import this medclass."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    import medclass
-
-    src = str(Path(medclass.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([src, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     return env
 
 
@@ -124,6 +121,35 @@ def make_certificates(folder: str | Path, hosts: tuple[str, ...] = ("127.0.0.1",
     return paths
 
 
+def make_node_key(path: str | Path) -> tuple[Path, Path]:
+    """A client's authentication key pair: ``path`` (OpenSSH EC P-384 private key, mode 0600) and ``path.pub``.
+
+    The server lists the ``.pub`` files it accepts (``--authorized-keys DIR``); the client signs with the private key
+    (``--auth-key``). Flower's SuperLink refuses a SuperNode whose key was not registered.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    )
+    path.chmod(0o600)
+    pub = path.with_name(path.name + ".pub")
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+    return path, pub
+
+
+def authorized_keys(folder: str | Path) -> list[Path]:
+    """The ``*.pub`` files of ``folder``; a one-line ConfigError when there are none."""
+    keys = sorted(Path(folder).glob("*.pub"))
+    if not keys:
+        raise ConfigError(f"{folder}: no client public keys (*.pub) to authorise")
+    return keys
+
+
 def certificate_paths(folder: str | Path | None) -> dict[str, Path] | None:
     """``ca.pem``, ``server.pem`` and ``server.key`` of ``folder`` (made when it has none); ``None`` for no folder."""
     if folder is None:
@@ -171,6 +197,7 @@ def serve(
     certificates: str | Path | None = None,
     insecure: bool = False,
     log_file: str | Path | None = None,
+    keys: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the server side to the end: SuperLink, the run submitted with ``flwr run``; the ``metrics.json`` content.
 
@@ -182,6 +209,8 @@ def serve(
             the server with ``ca.pem``.
         insecure: No TLS (loopback experiments only).
         log_file: Where the SuperLink's and the run's output go (default ``<out>/server.log``).
+        keys: Folder of the clients' public keys (``*.pub``, :func:`make_node_key`): only their SuperNodes may
+            connect (Flower's SuperNode authentication). ``None``: any SuperNode may.
     """
     if not insecure and certificates is None:
         raise ConfigError("--role server: give --certificates DIR (TLS) or --insecure")
@@ -204,6 +233,9 @@ def serve(
         str(port),
         "--disable-runtime-dependency-installation",
     ]
+    accepted = authorized_keys(keys) if keys is not None else []
+    if accepted:
+        link_cmd.append("--enable-supernode-auth")
     if certs is None:
         link_cmd.append("--insecure")
         connection["insecure"] = True
@@ -219,6 +251,13 @@ def serve(
         link = subprocess.Popen(link_cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
         try:
             wait_for_port(host, port, 60, link)
+            for key in accepted:  # through the SuperLink's Control API, as `flwr supernode register` does
+                reg = subprocess.run(["flwr", "supernode", "register", str(key), "medclass"], env=env, stdout=logf,
+                                     stderr=subprocess.STDOUT, check=False)  # fmt: skip
+                if reg.returncode != 0:
+                    raise MedclassError(f"{key}: the SuperLink did not register this client key (see {log_path})")
+            if accepted:
+                log.info("SuperNode authentication: %d client keys registered", len(accepted))
             log.info("SuperLink on %s:%d (%s); submitting the federation", host, port, "TLS" if certs else "insecure")
             run = subprocess.run(
                 ["flwr", "run", str(work / "app"), "medclass", "--run-config", str(work / "run.toml"), "--stream"],
@@ -256,6 +295,7 @@ def join(
     root_certificates: str | Path | None = None,
     insecure: bool = False,
     port: int = 0,
+    auth_key: str | Path | None = None,
 ) -> int:
     """Run a client (``flower-supernode``) until it is stopped; its exit status.
 
@@ -265,6 +305,7 @@ def join(
         root_certificates: The CA file that signed the server's certificate (TLS).
         insecure: No TLS.
         port: Port of the SuperNode's local API for its ClientApp processes (0: a free one).
+        auth_key: The client's private key (:func:`make_node_key`), for a server that authenticates its clients.
     """
     if not insecure and root_certificates is None:
         raise ConfigError("--role client: give --root-certificates CA.pem (the server's CA) or --insecure")
@@ -279,6 +320,10 @@ def join(
             port = s.getsockname()[1]
     cmd = ["flower-supernode", "--superlink", server, "--port", str(port), "--node-config", node_config(source)]
     cmd += ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
+    if auth_key is not None:
+        if not Path(auth_key).is_file():
+            raise ConfigError(f"{auth_key}: no such key file")
+        cmd += ["--auth-supernode-private-key", str(auth_key)]
     from medclass.federated.apps import STATUS_ENV
 
     status = Path(tempfile.mkdtemp(prefix="medclass-client-")) / "status"

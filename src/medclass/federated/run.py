@@ -84,7 +84,8 @@ def simulate(
 
     server = make_server_app(settings_of, errors=errors)
     client = make_client_app(lambda context: sources[int(context.node_config["partition-id"])], privacy)
-    cpus = max(1, min(clients, len(os.sched_getaffinity(0))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = max(1, min(clients, cores))
     log.info("federation: %d clients, partition %s, strategy %s, %d rounds", clients, spec, settings.strategy,
              settings.rounds)  # fmt: skip
     run_simulation(

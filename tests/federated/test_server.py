@@ -1,0 +1,136 @@
+"""The server's rounds against an in-process grid: strategies end to end, --min-clients, --resume, refusals.
+
+``FakeGrid`` delivers each message to :func:`medclass.federated.apps.handle` (the real client code) and returns its
+reply, or nothing for a node that is down, as Flower's ``Grid`` would after a timeout; no runtime is started.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medclass.errors import ConfigError
+from medclass.federated.client import ClientSource
+from medclass.federated.server import ServerSettings, run_rounds
+
+
+class FakeGrid:
+    """``get_node_ids`` and ``send_and_receive`` over clients in this process."""
+
+    def __init__(self, sources: dict[int, ClientSource]) -> None:
+        from flwr.app import Context, RecordDict
+        from flwr.supercore.task_identity import TaskIdentity
+
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # what a runtime sets
+        self.sources = sources
+        self.contexts = {n: Context(1, n, {}, RecordDict(), {}) for n in sources}
+        self.down: set[int] = set()
+        self.sent: list = []
+
+    def get_node_ids(self) -> list[int]:
+        return [n for n in self.sources if n not in self.down]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.app import Error, Message
+
+        from medclass.federated.apps import handle
+
+        replies = []
+        for msg in messages:
+            self.sent.append(msg)
+            node = msg.metadata.dst_node_id
+            if node in self.down:
+                continue
+            try:
+                replies.append(handle(msg, self.contexts[node], self.sources[node]))
+            except Exception as err:  # noqa: BLE001 - the runtime turns a ClientApp's exception into an error reply
+                replies.append(Message(error=Error(0, f"<class 'x'>:<'{err}'>"), reply_to=msg))
+        return replies
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory, make_npz) -> Path:
+    return make_npz(tmp_path_factory.mktemp("srv") / "d.npz", sizes=(48, 16, 16), size=16)
+
+
+def _sources(data: Path, n: int) -> dict[int, ClientSource]:
+    return {100 + k: ClientSource(str(data), "iid", n, k, 0) for k in range(n)}
+
+
+def _settings(out: Path, **kw) -> ServerSettings:
+    return ServerSettings(out=str(out), batch_size=16, baseline=False, timeout=1, **kw)
+
+
+@pytest.mark.parametrize("strategy", ["fedadam", "fedprox"])
+def test_rounds_of_a_strategy_and_messages_carry_no_data(data: Path, tmp_path: Path, strategy: str) -> None:
+    grid = FakeGrid(_sources(data, 2))
+    section = run_rounds(grid, _settings(tmp_path / "run", rounds=2, strategy=strategy, min_clients=2))
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["round"] == 2 and state["adam_step"] == (2 if strategy == "fedadam" else 0)
+    assert [r["clients"] for r in section["history"]] == [2, 2]
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    for msg in grid.sent:  # the plan, the model and counts: never a path or an image
+        assert set(msg.content.keys()) <= {"config", "arrays"}
+        config = msg.content["config"]
+        assert str(data) not in json.dumps({k: config[k] for k in config}, default=str)
+    assert {msg.content["config"]["mu"] for msg in grid.sent if "arrays" in msg.content} == {
+        0.01 if strategy == "fedprox" else 0.0
+    }
+
+
+def test_a_client_down_is_left_out_and_min_clients_decides(data: Path, tmp_path: Path) -> None:
+    grid = FakeGrid(_sources(data, 3))
+    settings = _settings(tmp_path / "a", rounds=2, min_clients=2)
+
+    calls = {"n": 0}
+    original = grid.send_and_receive
+
+    def flaky(messages, *, timeout=None):  # node 102 dies once round 1's model is sent, and is back for round 2
+        messages = list(messages)
+        first = any("arrays" in m.content for m in messages) and calls["n"] == 0
+        calls["n"] += first
+        grid.down = {102} if first else grid.down
+        replies = original(messages, timeout=timeout)
+        grid.down = set()
+        return replies
+
+    grid.send_and_receive = flaky
+    section = run_rounds(grid, settings)
+    assert [r["clients"] for r in section["history"]] == [2, 3]
+
+    grid2 = FakeGrid(_sources(data, 3))
+    grid2.down = {101, 102}  # only one client answers: short of --min-clients 2, retried, then an error
+    with pytest.raises(ConfigError, match="1 clients answered; --min-clients is 2"):
+        run_rounds(grid2, _settings(tmp_path / "b", rounds=1, min_clients=2))
+
+
+def test_the_plan_holds_what_clients_train_by() -> None:
+    from medclass.federated.client import PLAN_KEYS
+
+    plan = ServerSettings(out="x", strategy="fedprox", mu=0.5).plan()
+    assert set(plan) == set(PLAN_KEYS) and plan["mu"] == 0.5
+    assert all(v is not None for v in plan.values())  # Flower's records hold no None
+    assert ServerSettings(out="x", strategy="fedavg", mu=0.5).plan()["mu"] == 0.0
+
+
+def test_resume_continues_after_the_last_completed_round(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_rounds(FakeGrid(_sources(data, 2)), _settings(out, rounds=1, strategy="fedadam", min_clients=2))
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        run_rounds(FakeGrid(_sources(data, 2)), _settings(tmp_path / "none", rounds=2, min_clients=2, resume=True))
+    section = run_rounds(
+        FakeGrid(_sources(data, 2)), _settings(out, rounds=3, strategy="fedadam", min_clients=2, resume=True)
+    )
+    assert [r["epoch"] for r in section["history"]] == [1, 2, 3]
+    assert json.loads((out / "state.json").read_text())["adam_step"] == 3  # the server optimiser's moments too
+
+
+def test_a_client_with_other_labels_is_refused_and_left_out(data: Path, tmp_path: Path, make_npz) -> None:
+    other = make_npz(tmp_path / "o.npz", task="multiclass", num_classes=3, sizes=(30, 10, 10), size=16)
+    sources = {**_sources(data, 2), 200: ClientSource(str(other))}
+    section = run_rounds(FakeGrid(sources), _settings(tmp_path / "run", rounds=1, min_clients=2))
+    assert [c["client"] for c in section["clients"]] == ["client-0", "client-1"]
+    log = (tmp_path / "run" / "federation.json").read_text()
+    assert str(other) not in log
