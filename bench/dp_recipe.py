@@ -25,6 +25,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -118,6 +119,10 @@ def run(args: argparse.Namespace) -> dict:
     eps = []
     curve = []
     for r in range(rounds):
+        if args.decay == "cos":  # every client's learning rate follows one cosine over the rounds
+            for opt in opts:
+                for group in opt.param_groups:
+                    group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * r / rounds))
         states, sizes, eps = [], [], []
         for i, c in enumerate(clients):
             locals_[i].load_state_dict(model.state_dict())
@@ -158,6 +163,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--physical", type=int, default=256)
     p.add_argument("--lr", type=float, default=1.0)
+    p.add_argument("--decay", choices=("none", "cos"), default="none", help="learning rate over the rounds")
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--optim", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--epochs", type=int, default=10, help="central: epochs")
