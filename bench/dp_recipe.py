@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,14 @@ from sklearn.metrics import roc_auc_score
 
 from medclass.data.dataset import Split
 from medclass.data.sources import load_dataset
-from medclass.federated.privacy import PrivacyConfig, PrivateTrainer, federation_steps, make_private_compatible
+from medclass.federated.privacy import (
+    PrivacyConfig,
+    PrivateTrainer,
+    federation_steps,
+    make_private_compatible,
+    round_lr,
+    set_lr,
+)
 from medclass.inference import to_input
 from medclass.models import create_model
 from medclass.tasks import task_loss
@@ -121,8 +127,7 @@ def run(args: argparse.Namespace) -> dict:
     for r in range(rounds):
         if args.decay == "cos":  # every client's learning rate follows one cosine over the rounds
             for opt in opts:
-                for group in opt.param_groups:
-                    group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * r / rounds))
+                set_lr(opt, round_lr(PrivacyConfig(lr=args.lr), r, rounds))
         states, sizes, eps = [], [], []
         for i, c in enumerate(clients):
             locals_[i].load_state_dict(model.state_dict())
