@@ -35,7 +35,14 @@ from sklearn.metrics import roc_auc_score
 
 from medclass.data.dataset import Split
 from medclass.data.sources import load_dataset
-from medclass.federated.privacy import PrivacyConfig, PrivateTrainer, federation_steps, make_private_compatible
+from medclass.federated.privacy import (
+    PrivacyConfig,
+    PrivateTrainer,
+    federation_steps,
+    make_private_compatible,
+    round_lr,
+    set_lr,
+)
 from medclass.inference import to_input
 from medclass.models import create_model
 from medclass.tasks import task_loss
@@ -118,6 +125,9 @@ def run(args: argparse.Namespace) -> dict:
     eps = []
     curve = []
     for r in range(rounds):
+        if args.decay == "cos":  # every client's learning rate follows one cosine over the rounds
+            for opt in opts:
+                set_lr(opt, round_lr(PrivacyConfig(lr=args.lr), r, rounds))
         states, sizes, eps = [], [], []
         for i, c in enumerate(clients):
             locals_[i].load_state_dict(model.state_dict())
@@ -158,6 +168,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--physical", type=int, default=256)
     p.add_argument("--lr", type=float, default=1.0)
+    p.add_argument("--decay", choices=("none", "cos"), default="none", help="learning rate over the rounds")
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--optim", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--epochs", type=int, default=10, help="central: epochs")

@@ -22,6 +22,8 @@ from medclass.federated.privacy import (
     make_private_compatible,
     poisson_batches,
     private_optimizer,
+    round_lr,
+    set_lr,
 )
 from medclass.inference import to_input
 from medclass.models import create_model
@@ -174,3 +176,12 @@ def test_config_rejects_impossible_settings():
         PrivacyConfig(target_epsilon=0)
     with pytest.raises(ConfigError, match="delta"):
         PrivacyConfig(delta=1.0)
+
+
+def test_round_lr_is_one_cosine_and_reaches_the_dp_optimizer():
+    cfg = PrivacyConfig(lr=2.0)
+    assert [round_lr(cfg, r, 4) for r in range(4)] == pytest.approx([2.0, 1.0 + 2**-0.5, 1.0, 1.0 - 2**-0.5])
+    split = tiny_split(16)
+    trainer = trainer_for(split, total_steps=1)
+    set_lr(trainer.optimizer, 0.125)
+    assert [g["lr"] for g in trainer.optimizer.original_optimizer.param_groups] == [0.125]
