@@ -44,6 +44,7 @@ def _train(out: Path, nproc: int, threads: int, extra: list[str], env: dict | No
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
     run_env = {**os.environ, "OMP_NUM_THREADS": str(threads), **(env or {})}
+    load = os.getloadavg()[0]  # other work on the machine during the run: the figures are only as clean as this
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=run_env, check=False)
     wall = time.perf_counter() - t0
@@ -54,7 +55,14 @@ def _train(out: Path, nproc: int, threads: int, extra: list[str], env: dict | No
     seconds = [float(r.split(",")[head.index("seconds")]) for r in rows[1:]]
     metrics = json.loads((out / "metrics.json").read_text())
     test = metrics["splits"]["test"]
-    return {"epoch_seconds": seconds, "wall_seconds": round(wall, 1), "test_auc": test["auc"], "test_acc": test["acc"]}
+    return {
+        "epoch_seconds": seconds,
+        "wall_seconds": round(wall, 1),
+        "test_auc": test["auc"],
+        "test_acc": test["acc"],
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def throughput(args: argparse.Namespace, work: Path, saved: dict) -> None:
@@ -176,8 +184,8 @@ def render(saved: dict) -> str:
             f"{tp['epochs']} epochs of the default recipe in fp32, training images per second (epochs after the "
             "first):",
             "",
-            "| processes x threads | images/s | efficiency |",
-            "|---|---|---|",
+            "| processes x threads | images/s | efficiency | load average before / after |",
+            "|---|---|---|---|",
         ]
         base = tp.get("1x1", {}).get("images_per_s")
         for key in ("1x1", "1x2", "2x1"):
@@ -185,7 +193,8 @@ def render(saved: dict) -> str:
             rate = row.get("images_per_s")
             p, t = (int(v) for v in key.split("x"))
             eff = f"{rate / (p * t * base):.2f}" if rate and base else ""
-            lines.append(f"| {key} | {rate if rate else row.get('error', '')} | {eff} |")
+            load = f"{row['load_before']} / {row['load_after']}" if "load_before" in row else ""
+            lines.append(f"| {key} | {rate if rate else row.get('error', '')} | {eff} | {load} |")
         lines += ["", "Efficiency: throughput / (processes x threads x throughput of 1 x 1).", ""]
     acc = saved.get("accuracy")
     if acc:
