@@ -18,7 +18,7 @@ Usage:
     OMP_NUM_THREADS=1 MEDCLASS_DATA_DIR=/work/shared/data/medmnist PYTHONPATH=src nice -n 10 \
         python bench/dp_recipe.py --dp --eps 8 --batch 512 --lr 2 --momentum 0.5 --epochs 15 --widths 16 32 64
     # the federated recipe (PrivacyConfig defaults)
-    ... --dp --clients 5 --rounds 10 --local-epochs 1 --eps 8 --batch 256 --lr 1 --decay cos --momentum 0.5 \
+    ... --dp --clients 5 --rounds 10 --local-epochs 2 --eps 8 --batch 256 --lr 1 --decay cos --momentum 0.5 \
         --widths 8 16 32
 """
 
