@@ -18,13 +18,13 @@ Typical client use, per round::
 
     cfg = PrivacyConfig()  # the measured recipe: epsilon 8, delta 1e-5
     model = make_private_compatible(create_model("smallcnn", in_chans=1, num_classes=1, widths=(8, 16, 32)))
-    trainer = PrivateTrainer(model, private_optimizer(model, cfg), num_samples=len(split),
-                             total_steps=federation_steps(len(split), cfg.batch_size, rounds=R), config=cfg,
-                             state=load_accountant_json(saved_text) if restarted else None)
+    steps = federation_steps(len(split), cfg.batch_size, rounds=R, local_epochs=2)
+    trainer = PrivateTrainer(model, private_optimizer(model, cfg), num_samples=len(split), total_steps=steps,
+                             config=cfg, state=load_accountant_json(saved_text) if restarted else None)
     for r in range(R):
         trainer.module.load_state_dict(global_weights)
         set_lr(trainer.optimizer, round_lr(cfg, r, R))
-        spent = trainer.train(split, task="binary", prep=prep, epochs=1)  # epsilon spent so far
+        spent = trainer.train(split, task="binary", prep=prep, epochs=2)  # epsilon spent so far
         send(trainer.module.state_dict(), spent); save(trainer.accountant_json())
 """
 
