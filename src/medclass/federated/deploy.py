@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -270,6 +271,7 @@ def serve(
                 raise MedclassError(f"flwr run failed with status {run.returncode} (see {log_path})")
         finally:
             _stop(link)
+            shutil.rmtree(work, ignore_errors=True)  # the app folder, Flower's home and the run's settings
     fed_log = out / "federation.log"
     for line in fed_log.read_text(encoding="utf-8").splitlines() if fed_log.is_file() else []:
         if " WARNING " in line:
@@ -342,3 +344,4 @@ def join(
         return process.returncode
     finally:
         _stop(process)
+        shutil.rmtree(status.parent, ignore_errors=True)
