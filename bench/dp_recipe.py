@@ -15,7 +15,7 @@ half of the rounds (server-side post-processing); the model is ``smallcnn`` with
 (:func:`medclass.federated.privacy.make_private_compatible`) unless ``--norm bn`` (non-private only).
 
 Usage:
-    OMP_NUM_THREADS=1 MEDCLASS_DATA_DIR=/work/shared/data/medmnist PYTHONPATH=src nice -n 10 \
+    OMP_NUM_THREADS=1 MEDCLASS_DATA_DIR=../shared/data/medmnist PYTHONPATH=src nice -n 10 \
         python bench/dp_recipe.py --dp --eps 8 --batch 512 --lr 2 --momentum 0.5 --epochs 15 --widths 16 32 64
     # the federated recipe (PrivacyConfig defaults)
     ... --dp --clients 5 --rounds 10 --local-epochs 2 --eps 8 --batch 256 --lr 1 --decay cos --momentum 0.5 \

@@ -98,7 +98,7 @@ def one_run(method: str, size: int, seed: int, out: Path, data: Path) -> dict[st
     if tabular and method != "mlp":
         removed = scores(test.labels, predictor.probs(x, tabular=None), names)
         row.update({f"removed_{k}": v for k, v in removed.items()})
-    row["run"] = str(folder)
+    row["run"] = str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else folder.name
     return row
 
 
