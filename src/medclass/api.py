@@ -313,21 +313,13 @@ def federate(
     import time
 
     require_flower()
-    from medclass.federated.aggregate import check_strategy
     from medclass.federated.partition import parse_partition
     from medclass.federated.run import simulate
     from medclass.federated.server import ServerSettings
 
-    strategy = check_strategy(strategy)
     parse_partition(partition)
-    for name, value in (("rounds", rounds), ("local_epochs", local_epochs)):
-        if value < 1:
-            raise ConfigError(f"{name}: need at least 1, got {value}")
-    if out is None:
-        stem = Path(str(data).rstrip("/")).stem.replace("@", "_")
-        out = Path("runs") / f"{stem}-fed-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = ServerSettings(
-        out=str(out),
+        out=str(out or ""),
         rounds=rounds,
         strategy=strategy,
         local_epochs=local_epochs,
@@ -342,9 +334,12 @@ def federate(
         image_size=image_size,
         baseline=baseline,
         resume=resume,
-    )
+    )  # checks the strategy, rounds and local epochs
+    if out is None:
+        stem = Path(str(data).rstrip("/")).stem.replace("@", "_")
+        settings.out = str(Path("runs") / f"{stem}-fed-{settings.strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
     simulate(str(data), settings, clients=clients, partition=partition, partition_seed=seed, privacy=privacy)
-    return Run(out)
+    return Run(settings.out)
 
 
 def probe(

@@ -47,7 +47,6 @@ def cmd_federate(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from medclass.federated.aggregate import check_strategy
     from medclass.federated.server import ServerSettings
 
     if not args.out:
@@ -57,7 +56,7 @@ def _settings(args: argparse.Namespace) -> Any:
     return ServerSettings(
         out=args.out,
         rounds=args.rounds,
-        strategy=check_strategy(args.strategy),
+        strategy=args.strategy,
         local_epochs=args.local_epochs,
         lr=args.lr,
         mu=args.mu,

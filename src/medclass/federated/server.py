@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medclass.federated.aggregate import AdamState, fedadam_step, parameter_keys, weighted_average
+from medclass.federated.aggregate import AdamState, check_strategy, fedadam_step, parameter_keys, weighted_average
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,15 @@ class ServerSettings:
     resume: bool = False
     timeout: float = 600.0
     expected_clients: int = 0
+
+    def __post_init__(self) -> None:
+        """The strategy in lower case, or a one-line ConfigError; at least one round of one local epoch."""
+        from medclass.errors import ConfigError
+
+        self.strategy = check_strategy(self.strategy)
+        for name in ("rounds", "local_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: need at least 1, got {getattr(self, name)}")
 
     def plan(self) -> dict[str, Any]:
         """The ``ConfigRecord`` values every client trains by (no ``None``: Flower records hold none)."""
