@@ -276,7 +276,9 @@ def federate(
     min_clients: int | None = None,
     baseline: bool = True,
     resume: bool = False,
-    privacy: Any = None,
+    dp_epsilon: float = 0.0,
+    dp_delta: float = 1e-5,
+    dp_clip: float = 1.0,
 ) -> Run:
     """Federated training of ``clients`` hospitals cut from ``data``, on Flower's simulation engine.
 
@@ -302,7 +304,11 @@ def federate(
         min_clients: Clients that must answer for a round to count (default: all).
         baseline: Also train and test each client's local-only model.
         resume: Continue the federation in ``out`` after its last completed round.
-        privacy: Differential-privacy engine for local training (see :mod:`medclass.federated.client`).
+        dp_epsilon: Differential privacy: each client trains with DP-SGD so that it spends at most this epsilon over
+            the whole federation (its BatchNorm layers become GroupNorm); 0 trains without it. See
+            ``docs/federated-privacy.md``.
+        dp_delta: Delta of each client's (epsilon, delta) guarantee.
+        dp_clip: Each training row's gradient is clipped to this L2 norm.
 
     Returns:
         The :class:`Run`; ``run.metrics["federated"]`` holds the rounds, each client's own test and baseline.
@@ -334,11 +340,14 @@ def federate(
         image_size=image_size,
         baseline=baseline,
         resume=resume,
-    )  # checks the strategy, rounds and local epochs
+        dp_epsilon=dp_epsilon,
+        dp_delta=dp_delta,
+        dp_clip=dp_clip,
+    )  # checks the strategy, rounds, local epochs and privacy settings
     if out is None:
         stem = Path(str(data).rstrip("/")).stem.replace("@", "_")
         settings.out = str(Path("runs") / f"{stem}-fed-{settings.strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
-    simulate(str(data), settings, clients=clients, partition=partition, partition_seed=seed, privacy=privacy)
+    simulate(str(data), settings, clients=clients, partition=partition, partition_seed=seed)
     return Run(settings.out)
 
 

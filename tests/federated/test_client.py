@@ -17,31 +17,42 @@ def site(tmp_path_factory: pytest.TempPathFactory, make_npz):
     return load_site(ClientSource(str(data), "iid", 2, 1, 0), {"recipe": "default", "batch_size": 16, "seed": 0})
 
 
-class CountingPrivacy:
-    """A stand-in for a DP engine: wraps nothing, counts optimiser steps, reports them."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def attach(self, model, optimizer, split, generator):
-        optimizer.register_step_post_hook(lambda *_: setattr(self, "steps", self.steps + 1))
-        return model, optimizer
-
-    def spent(self) -> dict:
-        return {"epsilon": 0.0, "steps": self.steps}
-
-
-def test_local_training_moves_the_weights_and_reports_privacy(site) -> None:
+def test_local_training_moves_the_weights_and_batchnorm_statistics(site) -> None:
     torch.manual_seed(0)
     model = build_network(site)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    privacy = CountingPrivacy()
-    out = local_train(site, model, epochs=2, lr=3e-3, seed=1, privacy=privacy)
+    out = local_train(site, model, epochs=2, lr=3e-3, seed=1)
     assert out["n"] == len(site.dataset.splits["train"]) and math.isfinite(out["train_loss"])
-    assert out["privacy"]["steps"] == privacy.steps > 0
     after = model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("running_mean"))  # BN stats moved
-    assert int(after[next(k for k in after if k.endswith("num_batches_tracked"))]) == privacy.steps
+    steps = math.ceil(out["n"] / site.cfg.train.batch_size) * 2
+    assert int(after[next(k for k in after if k.endswith("num_batches_tracked"))]) == steps
+
+
+def test_private_rounds_spend_the_budget_exactly_by_the_last_round(site, make_npz, tmp_path) -> None:
+    from medclass.federated.client import local_train_private, privacy_config
+
+    plan = {"recipe": "default", "batch_size": 8, "seed": 0, "model": "smallcnn", "dp_epsilon": 4.0}
+    data = make_npz(tmp_path / "p.npz", sizes=(40, 12, 12), size=16)
+    private = load_site(ClientSource(str(data), "iid", 2, 1, 0), plan)
+    assert private.meta["architecture"]["norm"] == "group"
+    model = build_network(private)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    config = privacy_config(plan)
+    assert config.batch_size == 8 and config.seed is None  # the server's plan never seeds the noise
+    state, spent = None, []
+    for r in (1, 2, 3):
+        before = [p.detach().clone() for p in model.parameters()]
+        out, state = local_train_private(
+            private, model, config=config, rounds=3, round_index=r, epochs=1, lr=0.5, state=state
+        )
+        assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+        assert not model._forward_hooks and not any(m._forward_hooks for m in model.modules())  # Opacus's removed
+        spent.append(out["epsilon"])
+    assert spent[0] < spent[1] < spent[2] <= 4.0 + 1e-9 and spent[2] > 3.9  # the budget is spent by the last round
+    assert out["lr"] == pytest.approx(0.5 * 0.5 * (1 + math.cos(2 * math.pi / 3)))
+    with pytest.raises(Exception, match="privacy budget spent"):
+        local_train_private(private, model, config=config, rounds=3, round_index=4, epochs=1, lr=0.5, state=state)
 
 
 def test_fedprox_pulls_towards_the_start_and_leaves_no_hooks(site) -> None:

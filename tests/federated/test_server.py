@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from medclass.errors import ConfigError
 from medclass.federated.client import ClientSource
@@ -134,3 +135,38 @@ def test_a_client_with_other_labels_is_refused_and_left_out(data: Path, tmp_path
     assert [c["client"] for c in section["clients"]] == ["client-0", "client-1"]
     log = (tmp_path / "run" / "federation.json").read_text()
     assert str(other) not in log
+
+
+def test_differential_privacy_is_spent_per_client_and_reported_for_the_run(data: Path, tmp_path: Path) -> None:
+    from medclass.checkpoint import load_model
+
+    grid = FakeGrid(_sources(data, 2))
+    out = tmp_path / "dp"
+    settings = _settings(out, rounds=2, min_clients=2, model="smallcnn", dp_epsilon=6.0, lr=0.5)
+    section = run_rounds(grid, settings)
+    priv = section["privacy"]
+    eps = [c["epsilon"] for c in priv["clients"].values()]
+    assert sorted(priv["clients"]) == ["client-0", "client-1"] and priv["delta"] == 1e-5
+    assert all(5.9 < e <= 6.0 + 1e-9 for e in eps) and priv["epsilon"] == max(eps)
+    assert [r["epsilon"] for r in section["history"]][-1] == pytest.approx(max(eps), abs=1e-3)
+    assert all("medclass-dp" in c.state for c in grid.contexts.values())  # the accountant outlives the process
+    model, meta = load_model(out)
+    assert meta["architecture"]["norm"] == "group"
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"strategy": "fedbn"}, "strategy fedbn with differential privacy"),
+        ({"strategy": "fedprox"}, "strategy fedprox with differential privacy"),
+        ({"dp_delta": 2.0}, "delta must be in"),
+        ({"dp_clip": -1.0}, "max_grad_norm must be > 0"),
+    ],
+)
+def test_bad_privacy_settings_are_one_line_errors(kw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServerSettings(out="x", dp_epsilon=8.0, **kw)
+    with pytest.raises(ConfigError, match="dp_epsilon"):
+        ServerSettings(out="x", dp_epsilon=-1.0)

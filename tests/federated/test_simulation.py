@@ -57,6 +57,8 @@ def test_bad_options_are_one_line_errors(run_cli, tmp_path: Path) -> None:
     assert res.code == 2 and res.err.count("\n") == 1 and "ALPHA must be > 0" in res.err
     res = run_cli("federate", "--role", "server", "--data", "x.npz", "--out", tmp_path / "r", "--insecure")
     assert res.code == 2 and "the server holds no data" in res.err
+    res = run_cli("federate", "--data", "x.npz", "--strategy", "fedbn", "--dp-epsilon", "8", "--out", tmp_path / "r")
+    assert res.code == 2 and res.err.count("\n") == 1 and "strategy fedbn with differential privacy" in res.err
 
 
 def test_api_rejects_unknown_strategy() -> None:

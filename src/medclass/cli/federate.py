@@ -41,6 +41,9 @@ def cmd_federate(args: argparse.Namespace) -> int:
         min_clients=args.min_clients,
         baseline=not args.no_baseline,
         resume=args.resume,
+        dp_epsilon=args.dp_epsilon,
+        dp_delta=args.dp_delta,
+        dp_clip=args.dp_clip,
     )
     print_federation(run.metrics, str(run.path))
     return 0
@@ -71,6 +74,9 @@ def _settings(args: argparse.Namespace) -> Any:
         resume=args.resume,
         timeout=args.round_timeout,
         expected_clients=args.clients if args.clients_given else 0,
+        dp_epsilon=args.dp_epsilon,
+        dp_delta=args.dp_delta,
+        dp_clip=args.dp_clip,
     )
 
 
@@ -113,6 +119,8 @@ def print_federation(metrics: dict[str, Any], where: str) -> None:
         local = c.get("local_only", {}).get("test", {})
         rows.append([c["client"], str(c["n"]["test"]), f"{own['auc']:.4f}", f"{local.get('auc', float('nan')):.4f}"])
     print_table(rows, ["client", "test n", "federated AUC", "local-only AUC"])
+    if priv := fed.get("privacy"):
+        print(f"differential privacy: epsilon {priv['epsilon']:.2f} at delta {priv['delta']:g} (largest client)")
 
 
 class _Given(argparse.Action):
@@ -159,6 +167,14 @@ def add_federate_command(sub: Any, parents: list[argparse.ArgumentParser], forma
     p.add_argument("--mu", type=float, default=0.01, help="FedProx's proximal weight")
     p.add_argument("--server-lr", type=float, default=0.01, help="FedAdam's server learning rate")
     p.add_argument("--no-baseline", action="store_true", help="skip each client's local-only baseline")
+    p.add_argument(
+        "--dp-epsilon",
+        type=float,
+        default=0.0,
+        help="differential privacy: DP-SGD on every client, each spending at most this epsilon over the run",
+    )
+    p.add_argument("--dp-delta", type=float, default=1e-5, help="delta of each client's (epsilon, delta)")
+    p.add_argument("--dp-clip", type=float, default=1.0, help="DP-SGD: clip each row's gradient to this L2 norm")
     p.add_argument("--out", help="run folder (default runs/<data>-fed-<strategy>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue after the last completed round saved in --out")
     g = p.add_argument_group("deployment (--role)")

@@ -30,12 +30,15 @@ from medclass.federated.client import (
     local_baseline,
     local_evaluate,
     local_train,
+    local_train_private,
+    privacy_config,
     round_lr,
 )
 
 log = logging.getLogger(__name__)
 
 LOCAL_STATE = "medclass-local"  # the client's batch-norm tensors under FedBN, kept in Flower's per-node state
+DP_STATE = "medclass-dp"  # the client's DP accountant (JSON), kept in Flower's per-node state across rounds
 
 
 def _plan(msg: Any) -> dict[str, Any]:
@@ -74,7 +77,38 @@ def _eval_record(site: Site, model: torch.nn.Module, prefix: str = "") -> dict[s
     return out
 
 
-def handle(msg: Any, context: Any, source: ClientSource, privacy: Any = None) -> Any:
+def _accountant(context: Any) -> dict[str, Any] | None:
+    """The DP accountant state this client saved after its last round, or ``None``."""
+    from medclass.federated.privacy import load_accountant_json
+
+    return load_accountant_json(str(context.state[DP_STATE]["accountant"])) if DP_STATE in context.state else None
+
+
+def _private_round(site: Site, model: torch.nn.Module, context: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    """A DP-SGD round; the accountant goes to the node's state (a deployed ClientApp may be a new process)."""
+    from flwr.app import ConfigRecord
+
+    from medclass.federated.privacy import PrivacyConfig
+
+    done, state = local_train_private(
+        site,
+        model,
+        config=privacy_config(plan),
+        rounds=int(plan["rounds"]),
+        round_index=int(plan["round"]),
+        epochs=int(plan["local_epochs"]),
+        lr=float(plan.get("lr") or PrivacyConfig().lr),
+        state=_accountant(context),
+    )
+    context.state[DP_STATE] = ConfigRecord({"accountant": json.dumps(state)})
+    return done
+
+
+def _privacy_metrics(done: dict[str, Any]) -> dict[str, float]:
+    return {f"dp_{k}": float(done[k]) for k in ("epsilon", "delta", "steps", "noise_multiplier")}
+
+
+def handle(msg: Any, context: Any, source: ClientSource) -> Any:
     """One message to a client: ``describe``, ``join``, ``train`` or ``final``; the reply message.
 
     Raises:
@@ -102,18 +136,30 @@ def handle(msg: Any, context: Any, source: ClientSource, privacy: Any = None) ->
     metrics.update(_eval_record(site, model))  # the model as received (with own BN under FedBN), before training
     rounds, r = int(plan["rounds"]), int(plan["round"])
     base = float(plan.get("lr") or site.cfg.optim.lr)
+    dp = privacy_config(plan)
     if action == "final":
+        if dp is not None and (spent := _accountant(context)) is not None:
+            metrics.update(_privacy_metrics({**spent, "steps": sum(n for *_, n in spent["history"])}))
         if plan.get("baseline"):
             seed = int(plan["seed"]) * 1000 + source.index
-            base_m = local_baseline(site, rounds=rounds, local_epochs=int(plan["local_epochs"]), lr=base, seed=seed)
+            if dp is not None:
+                base = float(plan.get("lr") or dp.lr)
+            base_m = local_baseline(
+                site, rounds=rounds, local_epochs=int(plan["local_epochs"]), lr=base, seed=seed, privacy=dp
+            )
             metrics.update({f"baseline_{s}_{k}": float(v) for s, m in base_m.items() for k, v in m.items()})
         metrics["cpu_s"] = time.process_time() - cpu0
         return Message(RecordDict({"metrics": MetricRecord(_finite(metrics))}), reply_to=msg)
-    lr = float(plan.get("round_lr") or 0.0) or round_lr(base, r, rounds)
-    seed = int(plan["seed"]) * 100003 + r * 101 + source.index
-    done = local_train(
-        site, model, epochs=int(plan["local_epochs"]), lr=lr, mu=float(plan.get("mu", 0.0)), seed=seed, privacy=privacy
-    )
+    if dp is not None:
+        done = _private_round(site, model, context, plan)
+        lr = done["lr"]
+        metrics.update(_privacy_metrics(done))
+    else:
+        lr = float(plan.get("round_lr") or 0.0) or round_lr(base, r, rounds)
+        seed = int(plan["seed"]) * 100003 + r * 101 + source.index
+        done = local_train(
+            site, model, epochs=int(plan["local_epochs"]), lr=lr, mu=float(plan.get("mu", 0.0)), seed=seed
+        )
     _keep_local(model, context, plan)
     metrics.update({"num-examples": done["n"], "train_loss": done["train_loss"], "lr": lr})
     metrics["cpu_s"] = time.process_time() - cpu0  # this client's CPU time for the round (evaluation included)
@@ -144,7 +190,7 @@ def report_status(line: str) -> None:
         Path(path).write_text(line, encoding="utf-8")
 
 
-def make_client_app(source_of: Callable[[Any], ClientSource], privacy: Any = None) -> Any:
+def make_client_app(source_of: Callable[[Any], ClientSource]) -> Any:
     """A ``ClientApp`` whose client data is ``source_of(context)`` (e.g. the simulation's ``partition-id``)."""
     from flwr.clientapp import ClientApp
 
@@ -152,11 +198,11 @@ def make_client_app(source_of: Callable[[Any], ClientSource], privacy: Any = Non
 
     @app.train()
     def train(msg: Any, context: Any) -> Any:
-        return handle(msg, context, source_of(context), privacy)
+        return handle(msg, context, source_of(context))
 
     @app.query()
     def query(msg: Any, context: Any) -> Any:
-        return handle(msg, context, source_of(context), privacy)
+        return handle(msg, context, source_of(context))
 
     return app
 

@@ -5,9 +5,9 @@ else (model, recipe, batch size, learning rate, strategy) comes from the server 
 travels in each message's ``ConfigRecord`` (:data:`PLAN_KEYS`), so every client trains the same network. The
 Flower wiring is :mod:`medclass.federated.apps`.
 
-Differential privacy hooks in through ``privacy`` (see :func:`local_train`): an object with
-``attach(model, optimizer, split, generator) -> (model, optimizer)`` and ``spent() -> dict``; ``None`` trains
-without it.
+With differential privacy in the plan (``dp_epsilon`` > 0), the network's BatchNorm layers become GroupNorm
+(``"norm": "group"`` in its architecture) and each round trains with DP-SGD (:func:`local_train_private`, on
+:mod:`medclass.federated.privacy`) instead of the recipe's loop.
 """
 
 from __future__ import annotations
@@ -27,7 +27,23 @@ from medclass.errors import DataError
 log = logging.getLogger(__name__)
 
 #: What the server decides for every client (the ``plan``).
-PLAN_KEYS = ("model", "recipe", "batch_size", "lr", "seed", "strategy", "mu", "local_epochs", "rounds", "image_size")
+PLAN_KEYS = (
+    "model",
+    "recipe",
+    "batch_size",
+    "lr",
+    "seed",
+    "strategy",
+    "mu",
+    "local_epochs",
+    "rounds",
+    "image_size",
+    "dp_epsilon",
+    "dp_delta",
+    "dp_clip",
+)
+#: Plan keys a client's loaded data and model depend on.
+SITE_KEYS = ("model", "recipe", "batch_size", "lr", "seed", "dp_epsilon")
 #: Keys of ``model.json`` that must agree between a client and the federation.
 AGREE_KEYS = ("task", "label_names", "architecture", "preprocessing")
 
@@ -98,7 +114,7 @@ def plan_overrides(plan: dict[str, Any], spec: str, *, tabular: list[str] | None
 
 def load_site(source: ClientSource, plan: dict[str, Any]) -> Site:
     """The client's data and configuration for ``plan`` (cached per process: a client loads its data once)."""
-    key = source.key() + json.dumps({k: plan.get(k) for k in ("model", "recipe", "batch_size", "lr", "seed")})
+    key = source.key() + json.dumps({k: plan.get(k) for k in SITE_KEYS})
     if key in _SITES:
         return _SITES[key]
     from medclass.federated import partition as part
@@ -120,9 +136,44 @@ def load_site(source: ClientSource, plan: dict[str, Any]) -> Site:
     if len(dataset.splits["train"]) < 2:
         raise DataError(f"{source.spec}: client {source.index} has {len(dataset.splits['train'])} training images")
     torch.set_num_threads(max(1, int(cfg.train.threads or 1)))  # clients share the machine in a simulation
-    site = Site(cfg, dataset, model_meta(cfg, dataset), source)
+    meta = model_meta(cfg, dataset)
+    if privacy_config(plan) is not None:
+        meta["architecture"] = _private_architecture(meta["architecture"], source.spec)
+    site = Site(cfg, dataset, meta, source)
     _SITES[key] = site
     return site
+
+
+def privacy_config(plan: dict[str, Any]) -> Any:
+    """The plan's :class:`~medclass.federated.privacy.PrivacyConfig`, or ``None`` when ``dp_epsilon`` is 0.
+
+    The expected DP batch is the plan's batch size (the recipe's 256 when not given); the noise is never seeded
+    from the plan, which the server knows.
+    """
+    if not float(plan.get("dp_epsilon") or 0.0):
+        return None
+    from medclass.federated.privacy import PrivacyConfig
+
+    default = PrivacyConfig()
+    return PrivacyConfig(
+        target_epsilon=float(plan["dp_epsilon"]),
+        delta=float(plan.get("dp_delta") or default.delta),
+        max_grad_norm=float(plan.get("dp_clip") or default.max_grad_norm),
+        batch_size=int(plan.get("batch_size") or default.batch_size),
+    )
+
+
+def _private_architecture(arch: dict[str, Any], where: str) -> dict[str, Any]:
+    """``arch`` with GroupNorm for BatchNorm, checked by Opacus; a one-line error for what DP-SGD cannot train."""
+    from medclass.errors import ConfigError
+    from medclass.federated.privacy import make_private_compatible
+    from medclass.models import build_model
+
+    if arch.get("fusion"):
+        raise ConfigError(f"{where}: differential privacy trains image models only, not fusion with clinical fields")
+    arch = {**arch, "norm": "group"}
+    make_private_compatible(build_model(arch))
+    return arch
 
 
 def describe(site: Site) -> dict[str, Any]:
@@ -167,7 +218,6 @@ def local_train(
     lr: float,
     mu: float = 0.0,
     seed: int = 0,
-    privacy: Any = None,
 ) -> dict[str, Any]:
     """Train ``model`` (in place) on the client's training split for ``epochs`` passes.
 
@@ -182,10 +232,9 @@ def local_train(
         lr: Learning rate of the round.
         mu: FedProx's proximal weight; 0 for the other strategies.
         seed: Seed of the shuffle and augmentation of this round.
-        privacy: Optional differential-privacy engine (``attach``/``spent``, see the module docstring).
 
     Returns:
-        ``{"train_loss", "n", "steps"}`` and, with ``privacy``, ``"privacy"``: what ``privacy.spent()`` reports.
+        ``{"train_loss", "n"}``.
     """
     from medclass.federated.aggregate import add_proximal_gradient
     from medclass.training.loop import loss_options, train_one_epoch
@@ -199,8 +248,6 @@ def local_train(
     generator = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
     optimizer = build_optimizer(model, optim_cfg)
-    if privacy is not None:
-        model, optimizer = privacy.attach(model, optimizer, train, generator)
     scheduler = build_scheduler(optimizer, optim_cfg, steps_per_epoch=1, epochs=1)
     a = cfg.augment
     mixer = Mixer(ds.task, ds.num_classes, mixup_alpha=a.mixup, cutmix_alpha=a.cutmix) if a.enabled else None
@@ -228,10 +275,54 @@ def local_train(
     finally:
         for h in handles:
             h.remove()
-    out: dict[str, Any] = {"train_loss": float(np.mean(losses)) if losses else float("nan"), "n": len(train)}
-    if privacy is not None:
-        out["privacy"] = privacy.spent()
-    return out
+    return {"train_loss": float(np.mean(losses)) if losses else float("nan"), "n": len(train)}
+
+
+def local_train_private(
+    site: Site,
+    model: nn.Module,
+    *,
+    config: Any,
+    rounds: int,
+    round_index: int,
+    epochs: int,
+    lr: float,
+    state: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Round ``round_index`` (1-based) of ``rounds`` of DP-SGD on the client's training split, ``model`` in place.
+
+    The learning rate is the DP recipe's: one cosine from ``lr`` to 0 over the rounds
+    (:func:`medclass.federated.privacy.round_lr`); no augmentation, no class weights (per-row losses only).
+
+    Args:
+        site: The client.
+        model: The DP-compatible network (GroupNorm) holding the global weights.
+        config: The :class:`~medclass.federated.privacy.PrivacyConfig` of the federation.
+        rounds: Rounds of the federation (the budget is spread over all of them).
+        round_index: This round.
+        epochs: Local passes this round.
+        lr: Learning rate of round 1.
+        state: The client's accountant state after its previous round (``None`` before its first).
+
+    Returns:
+        ``(report, state)``: ``{"train_loss", "n", "lr", "epsilon", "delta", "steps", ...}`` and the new accountant
+        state.
+    """
+    from medclass.federated import privacy
+
+    rate = privacy.round_lr(replace(config, lr=lr), round_index - 1, rounds)
+    report, state = privacy.private_round(
+        model,
+        site.dataset.splits["train"],
+        task=site.dataset.task,
+        prep=site.prep,
+        config=config,
+        rounds=rounds,
+        local_epochs=epochs,
+        lr=rate,
+        state=state,
+    )
+    return {**report, "lr": rate}, state
 
 
 def local_evaluate(site: Site, model: nn.Module, split: str) -> dict[str, float]:
@@ -257,16 +348,26 @@ def local_evaluate(site: Site, model: nn.Module, split: str) -> dict[str, float]
         }
 
 
-def local_baseline(site: Site, *, rounds: int, local_epochs: int, lr: float, seed: int) -> dict[str, Any]:
+def local_baseline(
+    site: Site, *, rounds: int, local_epochs: int, lr: float, seed: int, privacy: Any = None
+) -> dict[str, Any]:
     """The client's local-only model: the same schedule as the federation on its own data; its val and test metrics.
 
-    The model of the round with the best validation AUC is the one tested (as ``medclass train`` selects).
+    The model of the round with the best validation AUC is the one tested (as ``medclass train`` selects). With
+    ``privacy`` (a :class:`~medclass.federated.privacy.PrivacyConfig`) it trains with DP-SGD at the same budget, on
+    an accountant of its own: the comparison a hospital weighing "alone" against "federated" needs.
     """
     torch.manual_seed(seed)
     model = build_network(site)
     best, best_state = -math.inf, None
+    state = None
     for r in range(1, rounds + 1):
-        local_train(site, model, epochs=local_epochs, lr=round_lr(lr, r, rounds), seed=seed * 7919 + r)
+        if privacy is None:
+            local_train(site, model, epochs=local_epochs, lr=round_lr(lr, r, rounds), seed=seed * 7919 + r)
+        else:
+            _, state = local_train_private(
+                site, model, config=privacy, rounds=rounds, round_index=r, epochs=local_epochs, lr=lr, state=state
+            )
         val = local_evaluate(site, model, "val")["auc"]
         score = val if np.isfinite(val) else -math.inf
         if best_state is None or score > best:

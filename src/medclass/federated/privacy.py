@@ -189,37 +189,13 @@ def make_private_compatible(model: nn.Module, *, groups: int = 8) -> nn.Module:
     """
     from opacus.validators import ModuleValidator
 
-    model = _swap_batchnorm(model, groups)
+    from medclass.models.norm import batchnorm_to_groupnorm
+
+    model = batchnorm_to_groupnorm(model, groups)
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         raise ModelError(f"model is not DP-compatible: {'; '.join(str(e) for e in errors[:3])}")
     return model
-
-
-def _swap_batchnorm(module: nn.Module, groups: int) -> nn.Module:
-    """``module`` with its BatchNorm layers (recursively) replaced by GroupNorm, and in-place activations made
-    out-of-place (Opacus's backward hooks forbid modifying a hooked layer's output in place)."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return _group_norm_like(module, groups)
-    if getattr(module, "inplace", False) is True:
-        module.inplace = False
-    for name, child in module.named_children():
-        new = _swap_batchnorm(child, groups)
-        if new is not child:
-            setattr(module, name, new)
-    return module
-
-
-def _group_norm_like(bn: nn.modules.batchnorm._BatchNorm, groups: int) -> nn.GroupNorm:
-    """A GroupNorm over ``bn``'s channels carrying ``bn``'s weight and bias (running statistics are dropped)."""
-    channels = bn.num_features
-    g = max(d for d in range(1, min(groups, channels) + 1) if channels % d == 0)
-    gn = nn.GroupNorm(g, channels, eps=bn.eps, affine=bn.affine)
-    if bn.affine:
-        with torch.no_grad():
-            gn.weight.copy_(bn.weight)
-            gn.bias.copy_(bn.bias)
-    return gn.to(bn.weight.device if bn.affine else None)
 
 
 def poisson_batches(num_samples: int, rate: float, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -275,6 +251,7 @@ class PrivateTrainer:
         else:
             self.noise_multiplier = calibrate_noise(config, self.sample_rate, total_steps)
             self.history = []
+        self.last_loss = float("nan")
         self.module = model
         self._net = GradSampleModule(model, loss_reduction="mean")
         self._generator = torch.Generator()
@@ -365,11 +342,12 @@ class PrivateTrainer:
             loss_sum = self._step(split.images[idx], labels_all[idx], task, prep, device, loss_kwargs or {})
             total, count = total + loss_sum, count + len(idx)
             self._record_step()
+        self.last_loss = total / max(count, 1)
         eps = self.epsilon
         log.info(
             "DP-SGD: %d steps, mean loss %.4f, epsilon %.3f (delta %g)",
             steps,
-            total / max(count, 1),
+            self.last_loss,
             eps,
             self.config.delta,
         )
@@ -453,6 +431,53 @@ class PrivateTrainer:
     def close(self) -> None:
         """Remove Opacus's hooks from the model (after the last round)."""
         self._net._close()
+
+
+def private_round(
+    model: nn.Module,
+    split: Split,
+    *,
+    task: str,
+    prep: dict[str, Any],
+    config: PrivacyConfig,
+    rounds: int,
+    local_epochs: int,
+    lr: float,
+    state: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One federated round of DP-SGD on a client: ``local_epochs`` of Poisson-sampled steps at learning rate ``lr``.
+
+    The noise is calibrated for the client's steps over all ``rounds`` (:func:`federation_steps`) the first time;
+    afterwards ``state`` (the last round's :meth:`PrivateTrainer.accountant_state`) carries the noise multiplier and
+    the budget spent, so a client process that starts afresh each round (as Flower's deployed ClientApps do) still
+    accounts for every step. The SGD momentum starts at zero each round, like the non-private local optimiser.
+
+    Args:
+        model: A DP-compatible network holding the global weights (trained in place; Opacus's hooks are removed
+            afterwards).
+        split: The client's training rows, images ``(N, C, ...)`` uint8 and labels ``(N,)`` or ``(N, L)``.
+        task: Task type.
+        prep: Preprocessing of the inputs (fixed values, not the client's statistics).
+        config: The privacy settings (``seed`` should be ``None``: noise the server cannot predict).
+        rounds: Rounds of the federation.
+        local_epochs: Expected passes over ``split`` this round.
+        lr: Learning rate of this round.
+        state: The accountant state after the previous round, or ``None`` before the first.
+
+    Returns:
+        ``(report, state)``: ``{"train_loss", "n", "epsilon", "delta", "steps", "noise_multiplier",
+        "sample_rate"}`` and the accountant state to keep for the next round.
+    """
+    total = federation_steps(len(split), config.batch_size, rounds=rounds, local_epochs=local_epochs)
+    trainer = PrivateTrainer(
+        model, private_optimizer(model, config), num_samples=len(split), total_steps=total, config=config, state=state
+    )
+    set_lr(trainer.optimizer, lr)
+    try:
+        trainer.train(split, task=task, prep=prep, epochs=local_epochs)
+    finally:
+        trainer.close()
+    return {"train_loss": trainer.last_loss, "n": len(split), **trainer.spent()}, trainer.accountant_state()
 
 
 def load_accountant_json(text: str) -> dict[str, Any]:

@@ -50,7 +50,6 @@ def simulate(
     clients: int,
     partition: str = "iid",
     partition_seed: int | None = None,
-    privacy: Any = None,
 ) -> dict[str, Any]:
     """Run a federation of ``clients`` shares of ``data`` on Flower's simulation engine; the ``metrics.json`` content.
 
@@ -60,7 +59,6 @@ def simulate(
         clients: Number of clients (simulated SuperNodes).
         partition: Partition scheme (:func:`medclass.federated.partition.parse_partition`).
         partition_seed: Seed of the partition (default: ``settings.seed``).
-        privacy: Optional differential-privacy engine for the clients' local training (see :mod:`.client`).
     """
     from flwr.simulation import run_simulation
 
@@ -83,7 +81,7 @@ def simulate(
         return settings
 
     server = make_server_app(settings_of, errors=errors)
-    client = make_client_app(lambda context: sources[int(context.node_config["partition-id"])], privacy)
+    client = make_client_app(lambda context: sources[int(context.node_config["partition-id"])])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     cpus = max(1, min(clients, cores))
     log.info("federation: %d clients, partition %s, strategy %s, %d rounds", clients, spec, settings.strategy,

@@ -53,6 +53,10 @@ class ServerSettings:
         resume: Continue from the last completed round saved in ``out``.
         timeout: Seconds to wait for the replies of one round.
         expected_clients: Clients to wait for before the federation starts (at least ``min_clients``).
+        dp_epsilon: Differential privacy: the epsilon each client may spend over the whole federation (DP-SGD,
+            :mod:`medclass.federated.privacy`); 0 trains without it.
+        dp_delta: Delta of each client's (epsilon, delta) guarantee.
+        dp_clip: Each training row's gradient is clipped to this L2 norm.
     """
 
     out: str
@@ -72,15 +76,29 @@ class ServerSettings:
     resume: bool = False
     timeout: float = 600.0
     expected_clients: int = 0
+    dp_epsilon: float = 0.0
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0
 
     def __post_init__(self) -> None:
-        """The strategy in lower case, or a one-line ConfigError; at least one round of one local epoch."""
+        """The strategy in lower case, or a one-line ConfigError; at least one round of one local epoch; valid DP."""
         from medclass.errors import ConfigError
 
         self.strategy = check_strategy(self.strategy)
         for name in ("rounds", "local_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: need at least 1, got {getattr(self, name)}")
+        if self.dp_epsilon < 0:
+            raise ConfigError(f"dp_epsilon: need > 0 (or 0 for no differential privacy), got {self.dp_epsilon}")
+        if self.dp_epsilon:
+            from medclass.federated.client import privacy_config
+
+            if self.strategy in ("fedprox", "fedbn"):
+                raise ConfigError(
+                    f"strategy {self.strategy} with differential privacy: use fedavg or fedadam (DP models have "
+                    "GroupNorm, no batch statistics to keep local, and DP-SGD takes no proximal term)"
+                )
+            privacy_config(self.plan())  # checks delta and the clip norm
 
     def plan(self) -> dict[str, Any]:
         """The ``ConfigRecord`` values every client trains by (no ``None``: Flower records hold none)."""
@@ -95,6 +113,9 @@ class ServerSettings:
             "local_epochs": self.local_epochs,
             "rounds": self.rounds,
             "image_size": self.image_size or 0,
+            "dp_epsilon": float(self.dp_epsilon),
+            "dp_delta": float(self.dp_delta),
+            "dp_clip": float(self.dp_clip),
         }
         return plan
 
@@ -194,7 +215,7 @@ def _history_row(round_index: int, evals: list[dict[str, Any]], train: list[dict
         return round(float(np.average([v for v, _ in vals], weights=[n for _, n in vals])), 6) if vals else np.nan
 
     loss = [(m["train_loss"], m["num-examples"]) for m in train]
-    return {
+    row = {
         "epoch": round_index,
         "train_loss": round(float(np.average([v for v, _ in loss], weights=[n for _, n in loss])), 6)
         if loss
@@ -208,6 +229,9 @@ def _history_row(round_index: int, evals: list[dict[str, Any]], train: list[dict
         "clients": len(train),
         "cpu_s": round(float(sum(m.get("cpu_s", 0.0) for m in train)), 2),
     }
+    if any("dp_epsilon" in m for m in train):  # the largest client epsilon spent by the end of this round
+        row["epsilon"] = round(max(m.get("dp_epsilon", 0.0) for m in train), 4)
+    return row
 
 
 def run_rounds(grid: Any, settings: ServerSettings) -> dict[str, Any]:
@@ -302,7 +326,7 @@ def federated_section(
         if "baseline_test_auc" in m:
             entry["local_only"] = {s: {k: m.get(f"baseline_{s}_{k}") for k in ("auc", "acc")} for s in ("val", "test")}
         clients.append(entry)
-    return {
+    section = {
         "strategy": settings.strategy,
         "rounds": settings.rounds,
         "local_epochs": settings.local_epochs,
@@ -312,6 +336,29 @@ def federated_section(
         "mb_per_round": float(np.mean(mb)) if mb else 0.0,
         "client_cpu_minutes": round(sum(r.get("cpu_s", 0.0) for r in history) / 60, 3),
         "final_cpu_minutes": round(sum(m.get("cpu_s", 0.0) for m in finals) / 60, 3),  # final test and baselines
+    }
+    if settings.dp_epsilon:
+        section["privacy"] = privacy_section(settings, finals)
+    return section
+
+
+def privacy_section(settings: ServerSettings, finals: list[dict[str, Any]]) -> dict[str, Any]:
+    """What each client reports it spent, and the run's guarantee: the largest client epsilon at ``dp_delta``."""
+    spent = {f"client-{int(m.get('client', 0))}": m for m in finals if "dp_epsilon" in m}
+    return {
+        "mechanism": "DP-SGD (Opacus), Poisson sampling, RDP accountant, per client",
+        "target_epsilon": settings.dp_epsilon,
+        "delta": settings.dp_delta,
+        "max_grad_norm": settings.dp_clip,
+        "epsilon": max((m["dp_epsilon"] for m in spent.values()), default=float("nan")),
+        "clients": {
+            name: {
+                "epsilon": m["dp_epsilon"],
+                "steps": int(m["dp_steps"]),
+                "noise_multiplier": m["dp_noise_multiplier"],
+            }
+            for name, m in sorted(spent.items())
+        },
     }
 
 

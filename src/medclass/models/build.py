@@ -19,7 +19,8 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
     Args:
         arch: ``{"name", "in_chans", "num_outputs", "spatial_dims"?, "kwargs"?, "truncate"?, "fusion"?}``, as
             :func:`medclass.training.loop.model_meta` writes it; ``truncate`` drops that many final stages;
-            ``fusion`` wraps the network with clinical fields (:mod:`medclass.models.fusion`).
+            ``fusion`` wraps the network with clinical fields (:mod:`medclass.models.fusion`); ``"norm": "group"``
+            replaces its BatchNorm layers by GroupNorm (:mod:`medclass.models.norm`).
 
     Returns:
         The network (random weights, training mode), taking ``(B, in_chans, H, W)`` or
@@ -41,6 +42,10 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
         from medclass.models.truncate import truncate_stages
 
         model = truncate_stages(model, int(arch["truncate"]), name=arch["name"])
+    if arch.get("norm") == "group":
+        from medclass.models.norm import batchnorm_to_groupnorm
+
+        model = batchnorm_to_groupnorm(model)
     return model
 
 

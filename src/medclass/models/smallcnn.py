@@ -119,6 +119,13 @@ register_model(
     description="Small residual CNN (2D: widths 32/64/128; 3D: 8/16/32/64), the default",
 )(_variant((32, 64, 128), (8, 16, 32, 64)))
 register_model(
+    "smallcnn_tiny",
+    family="cnn",
+    spatial_dims=(2, 3),
+    sizes=(28, 64),
+    description="Narrow small residual CNN (2D: widths 8/16/32; 3D: 4/8/16/32): few weights, for DP-SGD",
+)(_variant((8, 16, 32), (4, 8, 16, 32)))
+register_model(
     "smallcnn_wide",
     family="cnn",
     spatial_dims=(2, 3),
