@@ -10,8 +10,9 @@ from medclass.inference import EVAL_PIXELS, eval_batch, predict_logits
 
 def test_eval_batch_keeps_small_images_and_caps_large_ones():
     assert eval_batch(512, (28, 28)) == 512
-    assert eval_batch(512, (224, 224)) == EVAL_PIXELS // (224 * 224) == 83
-    assert eval_batch(512, (64, 64, 64)) == 16
+    assert eval_batch(512, (224, 224)) == EVAL_PIXELS[2] // (224 * 224) == 20
+    assert eval_batch(512, (64, 64)) == 256
+    assert eval_batch(512, (64, 64, 64)) == EVAL_PIXELS[3] // 64**3 == 16
     assert eval_batch(8, (4096, 4096)) == 1  # never zero
 
 
@@ -33,7 +34,7 @@ def test_predict_logits_runs_large_images_in_smaller_batches_with_the_same_resul
     prep = {"channels": 1, "scale": 1 / 255, "mean": [0.5], "std": [0.5]}
     model = _Seen()
     got = predict_logits(model, images, prep, batch_size=512)
-    assert max(model.batches) == 83 and sum(model.batches) == 400
+    assert max(model.batches) == 20 and sum(model.batches) == 400
     want = ((images.float() / 255 - 0.5) / 0.5).flatten(1).mean(1, keepdim=True)
     torch.testing.assert_close(got, want)
 
