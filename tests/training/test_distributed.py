@@ -21,11 +21,12 @@ from safetensors.torch import load_file
 from medclass.training.distributed import World, shard_order
 
 REPO = Path(__file__).resolve().parents[2]
-# One step, no randomness besides the order: augmentation and EMA off; a model without batch norm (each CPU
-# rank normalises its own slice); unweighted loss (a class-weighted mean divides by each rank's own weights);
-# SGD (Adam's first step is the gradient's sign, which float noise flips where a gradient is near zero).
+# One step, no randomness besides the order: augmentation and EMA off; a model with batch norm (synchronised
+# across the CPU ranks, so its statistics and running buffers are the whole batch's); unweighted loss (a
+# class-weighted mean divides by each rank's own weights); SGD (Adam's first step is the gradient's sign, which
+# float noise flips where a gradient is near zero).
 ONE_STEP = [
-    "--model", "vit_tiny", "--epochs", "1", "--batch-size", "16", "--seed", "3",
+    "--model", "smallcnn", "--epochs", "1", "--batch-size", "16", "--seed", "3",
     "--set", "train.min_steps=0", "--set", "train.threads=1", "--set", "train.precision=fp32",
     "--set", "train.device=cpu", "--set", "train.ema=0", "--set", "augment.enabled=false",
     "--set", "eval.n_bootstrap=10", "--set", "optim.warmup_epochs=0", "--set", "optim.class_weight=null",
@@ -70,6 +71,7 @@ def test_two_processes_take_the_step_of_one_and_only_rank_0_writes(one_batch, tm
     a = load_file(str(tmp_path / "one" / "state.safetensors"))
     b = load_file(str(tmp_path / "two" / "state.safetensors"))
     params = [k for k in a if k.startswith("model.")]
+    assert any(k.endswith("running_var") for k in params)
     assert params and all(torch.allclose(a[k], b[k], atol=1e-5) for k in params), "one step, same update"
     assert "world_size: 2" in (tmp_path / "two" / "config.yaml").read_text()
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())

@@ -4,10 +4,11 @@ Under ``torchrun`` (``RANK``/``WORLD_SIZE`` in the environment) :func:`setup` jo
 the CPU, NCCL on CUDA) and the loop wraps the model in ``DistributedDataParallel``. Every rank draws the epoch's
 row order from the run's one seeded generator, so all ranks hold the same order; each global batch
 (``train.batch_size`` rows) is cut into ``world`` equal slices and rank ``r`` takes slice ``r``
-(:func:`shard_order`). Gradients are averaged across ranks, so one step at global batch ``B`` on ``W`` ranks is
-the step one process takes on the same ``B`` rows (up to batch-norm statistics, which each CPU rank computes on
-its own slice; CUDA ranks use synchronised batch norm). Rank 0 alone validates, writes the run folder and logs;
-the schedule it decides (a time budget's epoch count, an early stop) is broadcast to the others.
+(:func:`shard_order`). Gradients are averaged across ranks and batch norm is synchronised (PyTorch's
+``SyncBatchNorm`` on CUDA, :class:`~medclass.training.syncbn.CpuSyncBatchNorm` on the CPU), so one step at global
+batch ``B`` on ``W`` ranks is the step one process takes on the same ``B`` rows. Rank 0 alone validates, writes
+the run folder and logs; the schedule it decides (a time budget's epoch count, an early stop) is broadcast to the
+others.
 
 ``medclass train --nproc N`` runs ``torchrun --standalone --nproc-per-node N -m medclass train ...`` for one
 machine (:func:`launch`).
@@ -120,7 +121,11 @@ def shard_order(order: torch.Tensor, batch_size: int, world: World) -> torch.Ten
 
 
 def wrap(model: torch.nn.Module, device: torch.device, world: World) -> torch.nn.Module:
-    """``model`` in ``DistributedDataParallel`` (synchronised batch norm on CUDA); ``model`` itself for one process."""
+    """``model`` in ``DistributedDataParallel`` with synchronised batch norm; ``model`` itself for one process.
+
+    The batch-norm layers are swapped in place (same parameters and buffers), so ``model`` itself trains with
+    them and saves the same ``state_dict``; in evaluation mode they are plain batch norm (rank 0 validates alone).
+    """
     if world.size == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
@@ -128,7 +133,9 @@ def wrap(model: torch.nn.Module, device: torch.device, world: World) -> torch.nn
     if device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return DistributedDataParallel(model, device_ids=[device.index or 0])
-    return DistributedDataParallel(model)
+    from medclass.training.syncbn import CpuSyncBatchNorm
+
+    return DistributedDataParallel(CpuSyncBatchNorm.convert(model))
 
 
 def broadcast(value: Any, world: World) -> Any:
