@@ -21,6 +21,8 @@ __all__ = [
     "__version__",
     "create_model",
     "federate",
+    "federate_client",
+    "federate_server",
     "list_models",
     "load",
     "load_dataset",
@@ -34,6 +36,8 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 _LAZY = {
     "train": "medclass.api",
     "federate": "medclass.api",
+    "federate_client": "medclass.api",
+    "federate_server": "medclass.api",
     "load": "medclass.api",
     "pretrain": "medclass.api",
     "probe": "medclass.api",

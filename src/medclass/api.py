@@ -351,6 +351,88 @@ def federate(
     return Run(settings.out)
 
 
+def federate_server(
+    out: str | Path,
+    *,
+    listen: str = "127.0.0.1:9092",
+    certificates: str | Path | None = None,
+    insecure: bool = False,
+    authorized_keys: str | Path | None = None,
+    clients: int = 0,
+    **settings: Any,
+) -> Run:
+    """The server of a real federation (a Flower SuperLink and the rounds), run to the end; it holds no data.
+
+    Args:
+        out: The run folder.
+        listen: ``HOST:PORT`` the SuperLink listens on.
+        certificates: Folder of ``ca.pem``, ``server.pem``, ``server.key`` (made there when absent); ``None`` needs
+            ``insecure``.
+        insecure: No TLS (loopback experiments only).
+        authorized_keys: Folder of the clients' ``*.pub`` keys: only those SuperNodes may connect.
+        clients: Clients to wait for before the first round (0: ``min_clients``).
+        **settings: The federation's settings, as :class:`medclass.federated.server.ServerSettings` takes them
+            (``rounds``, ``strategy``, ``local_epochs``, ``min_clients``, ``model``, ``lr``, ``dp_epsilon``, ...).
+
+    Returns:
+        The :class:`Run`: the global model and ``metrics.json`` with the clients' own figures.
+
+    Example:
+        >>> medclass.federate_server("runs/fed", certificates="certs", clients=3, rounds=10)  # doctest: +SKIP
+    """
+    require_flower()
+    from medclass.federated.deploy import serve
+    from medclass.federated.server import ServerSettings
+
+    if "data" in settings:
+        raise ConfigError("the federation's server holds no data; give each client its own")
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"listen: expected HOST:PORT, got {listen!r}")
+    config = ServerSettings(out=str(out), expected_clients=clients, **settings)
+    serve(config, host=host or "127.0.0.1", port=int(port), certificates=certificates, insecure=insecure,
+          keys=authorized_keys)  # fmt: skip
+    return Run(out)
+
+
+def federate_client(
+    data: str | Path,
+    server: str,
+    *,
+    root_certificates: str | Path | None = None,
+    insecure: bool = False,
+    auth_key: str | Path | None = None,
+    partition: str | None = None,
+    clients: int = 1,
+    client_id: int = 0,
+    seed: int = 0,
+) -> int:
+    """One hospital of a real federation (a Flower SuperNode): trains on ``data``, which never leaves it.
+
+    Runs until the server's federation ends or the process is stopped.
+
+    Args:
+        data: This hospital's data (catalog name, ``.npz``, folder or CSV manifest).
+        server: The server's ``HOST:PORT``.
+        root_certificates: The CA file that signed the server's certificate (TLS); ``None`` needs ``insecure``.
+        insecure: No TLS.
+        auth_key: This client's private key, for a server that accepts only known clients.
+        partition: Take share ``client_id`` of ``clients`` of ``data`` by this scheme (experiments on one set).
+        clients: Number of shares of ``partition``.
+        client_id: This client's index (its name, seed offset and share).
+        seed: Seed of the partition.
+
+    Returns:
+        The SuperNode's exit status (0 once it was stopped cleanly).
+    """
+    require_flower()
+    from medclass.federated.client import ClientSource
+    from medclass.federated.deploy import join
+
+    source = ClientSource(str(data), partition, clients, client_id, seed)
+    return join(source, server, root_certificates=root_certificates, insecure=insecure, auth_key=auth_key)
+
+
 def probe(
     run: str | Path,
     data: str | Path,

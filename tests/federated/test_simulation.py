@@ -66,3 +66,18 @@ def test_api_rejects_unknown_strategy() -> None:
 
     with pytest.raises(ConfigError, match="unknown strategy"):
         medclass.federate("x.npz", strategy="scaffold")
+
+
+def test_deployment_roles_in_the_api_refuse_bad_settings_in_one_line(tmp_path: Path) -> None:
+    import medclass
+
+    with pytest.raises(ConfigError, match="holds no data"):
+        medclass.federate_server(tmp_path / "r", insecure=True, data="x.npz")
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        medclass.federate_server(tmp_path / "r", listen="localhost", insecure=True)
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        medclass.federate_server(tmp_path / "r", insecure=True, strategy="scaffold")
+    with pytest.raises(ConfigError, match="give --certificates DIR"):
+        medclass.federate_server(tmp_path / "r")
+    with pytest.raises(ConfigError, match="no such certificate file"):
+        medclass.federate_client("x.npz", "127.0.0.1:9092", root_certificates=tmp_path / "none.pem")

@@ -49,15 +49,20 @@ def cmd_federate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from medclass.federated.server import ServerSettings
+def _server(args: argparse.Namespace) -> int:
+    import medclass.api as api
 
     if not args.out:
         raise ConfigError("--role server: give --out, the run folder")
     if args.data:
         raise ConfigError("--role server: the server holds no data; give --data to each client")
-    return ServerSettings(
-        out=args.out,
+    run = api.federate_server(
+        args.out,
+        listen=args.listen or "127.0.0.1:9092",
+        certificates=args.certificates,
+        insecure=args.insecure,
+        authorized_keys=args.authorized_keys,
+        clients=args.clients if args.clients_given else 0,
         rounds=args.rounds,
         strategy=args.strategy,
         local_epochs=args.local_epochs,
@@ -73,35 +78,29 @@ def _settings(args: argparse.Namespace) -> Any:
         baseline=not args.no_baseline,
         resume=args.resume,
         timeout=args.round_timeout,
-        expected_clients=args.clients if args.clients_given else 0,
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,
         dp_clip=args.dp_clip,
     )
-
-
-def _server(args: argparse.Namespace) -> int:
-    from medclass.federated.deploy import serve
-
-    host, _, port = (args.listen or "127.0.0.1:9092").rpartition(":")
-    metrics = serve(
-        _settings(args), host=host or "127.0.0.1", port=int(port), certificates=args.certificates,
-        insecure=args.insecure, keys=args.authorized_keys,
-    )  # fmt: skip
-    print_federation(metrics, args.out)
+    print_federation(run.metrics, args.out)
     return 0
 
 
 def _client(args: argparse.Namespace) -> int:
-    from medclass.federated.client import ClientSource
-    from medclass.federated.deploy import join
+    import medclass.api as api
 
     if not args.data or not args.server:
         raise ConfigError("--role client: give --data (this hospital's data) and --server HOST:PORT")
-    partition = args.partition if args.partition_given else None
-    source = ClientSource(args.data, partition, args.clients, args.client_id, args.seed)
-    return join(
-        source, args.server, root_certificates=args.root_certificates, insecure=args.insecure, auth_key=args.auth_key
+    return api.federate_client(
+        args.data,
+        args.server,
+        root_certificates=args.root_certificates,
+        insecure=args.insecure,
+        auth_key=args.auth_key,
+        partition=args.partition if args.partition_given else None,
+        clients=args.clients,
+        client_id=args.client_id,
+        seed=args.seed,
     )
 
 
