@@ -156,6 +156,37 @@ def test_differential_privacy_is_spent_per_client_and_reported_for_the_run(data:
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def test_a_private_client_restarted_with_a_resumed_server_keeps_counting_its_budget(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDCLASS_CACHE_DIR", str(tmp_path / "cache"))  # where each client keeps its accountant
+    out = tmp_path / "dp"
+    settings = _settings(out, rounds=2, min_clients=2, model="smallcnn", dp_epsilon=6.0, lr=0.5)
+    grid = FakeGrid(_sources(data, 2))
+    original = grid.send_and_receive
+
+    def server_dies_in_round_2(messages, *, timeout=None):
+        messages = list(messages)
+        if any("arrays" in m.content and m.content["config"]["round"] == 2 for m in messages):
+            raise RuntimeError("server killed")
+        return original(messages, timeout=timeout)
+
+    grid.send_and_receive = server_dies_in_round_2
+    with pytest.raises(RuntimeError, match="server killed"):
+        run_rounds(grid, settings)
+    assert len(list((tmp_path / "cache" / "dp-accountants").glob("*.json"))) == 2
+    restarted = FakeGrid(_sources(data, 2))  # new client processes: Flower's node state is gone
+    section = run_rounds(restarted, _settings(out, rounds=2, min_clients=2, model="smallcnn", dp_epsilon=6.0, lr=0.5,
+                                              resume=True))  # fmt: skip
+    eps = [c["epsilon"] for c in section["privacy"]["clients"].values()]
+    assert all(5.9 < e <= 6.0 + 1e-9 for e in eps), eps  # round 1's steps still count
+    from medclass.federated.privacy import federation_steps
+
+    for client in section["clients"]:  # every planned step taken once: round 1 before the restart, round 2 after
+        planned = federation_steps(client["n"]["train"], 16, rounds=2, local_epochs=1)
+        assert section["privacy"]["clients"][client["client"]]["steps"] == planned
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [

@@ -77,18 +77,38 @@ def _eval_record(site: Site, model: torch.nn.Module, prefix: str = "") -> dict[s
     return out
 
 
-def _accountant(context: Any) -> dict[str, Any] | None:
-    """The DP accountant state this client saved after its last round, or ``None``."""
+def _accountant_file(source: ClientSource, plan: dict[str, Any]) -> Path:
+    """Where this client keeps its DP accountant for this federation, outside Flower (it survives a restart)."""
+    import hashlib
+
+    from medclass.data.download import cache_dir
+
+    key = hashlib.sha256((source.key() + str(plan.get("federation_id", ""))).encode()).hexdigest()[:32]
+    return cache_dir() / "dp-accountants" / f"{key}.json"
+
+
+def _accountant(context: Any, source: ClientSource, plan: dict[str, Any]) -> dict[str, Any] | None:
+    """The DP accountant state this client saved after its last round of this federation, or ``None``.
+
+    Flower's per-node state first; then the client's own file (:func:`_accountant_file`), so a client process that
+    restarts, or a federation the server resumes, still counts the budget already spent.
+    """
     from medclass.federated.privacy import load_accountant_json
 
-    return load_accountant_json(str(context.state[DP_STATE]["accountant"])) if DP_STATE in context.state else None
+    if DP_STATE in context.state:
+        return load_accountant_json(str(context.state[DP_STATE]["accountant"]))
+    path = _accountant_file(source, plan)
+    return load_accountant_json(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _private_round(site: Site, model: torch.nn.Module, context: Any, plan: dict[str, Any]) -> dict[str, Any]:
-    """A DP-SGD round; the accountant goes to the node's state (a deployed ClientApp may be a new process)."""
+def _private_round(
+    site: Site, model: torch.nn.Module, context: Any, source: ClientSource, plan: dict[str, Any]
+) -> dict[str, Any]:
+    """A DP-SGD round; the accountant goes to the node's state and the client's own file."""
     from flwr.app import ConfigRecord
 
     from medclass.federated.privacy import PrivacyConfig
+    from medclass.utils.files import write_text
 
     done, state = local_train_private(
         site,
@@ -98,9 +118,13 @@ def _private_round(site: Site, model: torch.nn.Module, context: Any, plan: dict[
         round_index=int(plan["round"]),
         epochs=int(plan["local_epochs"]),
         lr=float(plan.get("lr") or PrivacyConfig().lr),
-        state=_accountant(context),
+        state=_accountant(context, source, plan),
     )
-    context.state[DP_STATE] = ConfigRecord({"accountant": json.dumps(state)})
+    text = json.dumps(state)
+    path = _accountant_file(source, plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, text)  # atomically: a killed client leaves the last complete state
+    context.state[DP_STATE] = ConfigRecord({"accountant": text})
     return done
 
 
@@ -138,7 +162,7 @@ def handle(msg: Any, context: Any, source: ClientSource) -> Any:
     base = float(plan.get("lr") or site.cfg.optim.lr)
     dp = privacy_config(plan)
     if action == "final":
-        if dp is not None and (spent := _accountant(context)) is not None:
+        if dp is not None and (spent := _accountant(context, source, plan)) is not None:
             metrics.update(_privacy_metrics({**spent, "steps": sum(n for *_, n in spent["history"])}))
         if plan.get("baseline"):
             seed = int(plan["seed"]) * 1000 + source.index
@@ -151,7 +175,7 @@ def handle(msg: Any, context: Any, source: ClientSource) -> Any:
         metrics["cpu_s"] = time.process_time() - cpu0
         return Message(RecordDict({"metrics": MetricRecord(_finite(metrics))}), reply_to=msg)
     if dp is not None:
-        done = _private_round(site, model, context, plan)
+        done = _private_round(site, model, context, source, plan)
         lr = done["lr"]
         metrics.update(_privacy_metrics(done))
     else:

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -265,7 +266,9 @@ def run_rounds(grid: Any, settings: ServerSettings) -> dict[str, Any]:
         adam.load({k[5:]: v for k, v in tensors.items() if k.startswith("adam.")}, info.get("adam_step", 0))
         history, mb, pending, start = info["history"], info["mb_per_round"], info["pending"], info["round"] + 1
         log.info("resuming %s after round %d", out, info["round"])
-    plan = settings.plan()
+    # names this federation to the clients across server restarts (a DP client keys its accountant by it)
+    federation_id = saved[1].get("federation_id") if saved is not None else None
+    plan = {**settings.plan(), "federation_id": federation_id or uuid.uuid4().hex}
     for r in range(start, settings.rounds + 1):
         t0 = time.perf_counter()
         lr = round_lr(settings.lr, r, settings.rounds) if settings.lr else 0.0
@@ -291,7 +294,8 @@ def run_rounds(grid: Any, settings: ServerSettings) -> dict[str, Any]:
         pending = {"train": metrics, "lr": lr, "seconds": round(time.perf_counter() - t0, 2)}
         tensors = {f"model.{k}": v for k, v in state.items()}
         tensors.update({f"adam.{k}": v for k, v in adam.tensors().items()})
-        info = {"round": r, "history": history, "mb_per_round": mb, "adam_step": adam.step, "pending": pending}
+        info = {"round": r, "history": history, "mb_per_round": mb, "adam_step": adam.step, "pending": pending,
+                "federation_id": plan["federation_id"]}  # fmt: skip
         checkpoint.save_state(out, tensors, {**info, "settings": json.loads(settings.to_json())})
         log.info(
             "round %d/%d: %d clients, %.1f MB, %.1f s", r, settings.rounds, len(replies), mb[-1], pending["seconds"]
