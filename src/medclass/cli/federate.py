@@ -170,10 +170,15 @@ def add_federate_command(sub: Any, parents: list[argparse.ArgumentParser], forma
         "--dp-epsilon",
         type=float,
         default=0.0,
+        metavar="EPS",
         help="differential privacy: DP-SGD on every client, each spending at most this epsilon over the run",
     )
-    p.add_argument("--dp-delta", type=float, default=1e-5, help="delta of each client's (epsilon, delta)")
-    p.add_argument("--dp-clip", type=float, default=1.0, help="DP-SGD: clip each row's gradient to this L2 norm")
+    p.add_argument(
+        "--dp-delta", type=float, default=1e-5, metavar="DELTA", help="delta of each client's (epsilon, delta)"
+    )
+    p.add_argument(
+        "--dp-clip", type=float, default=1.0, metavar="NORM", help="DP-SGD: clip each row's gradient to this L2 norm"
+    )
     p.add_argument("--out", help="run folder (default runs/<data>-fed-<strategy>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue after the last completed round saved in --out")
     g = p.add_argument_group("deployment (--role)")
