@@ -205,6 +205,8 @@ def render(saved: dict) -> str:
             load = f"{row['load_before']} / {row['load_after']}" if "load_before" in row else ""
             lines.append(f"| {key} | {rate if rate else row.get('error', '')} | {eff} | {load} |")
         lines += ["", "Efficiency: throughput / (processes x threads x throughput of 1 x 1).", ""]
+        if tp.get("note"):
+            lines += [tp["note"], ""]
     acc = saved.get("accuracy")
     if acc:
         sched = (
@@ -212,8 +214,8 @@ def render(saved: dict) -> str:
             if acc.get("epochs")
             else "The default command's full schedule"
         )
-        lines += [f"{sched}, same seed and global batch:", "", "| processes x threads, seed "
-                  "| test AUC | test ACC | wall min |", "|---|---|---|---|"]  # fmt: skip
+        lines += [f"{sched}, same seed and global batch (wall minutes: other benches shared the machine):", "",
+                  "| processes x threads, seed | test AUC | test ACC | wall min |", "|---|---|---|---|"]  # fmt: skip
         for key, row in acc.items():
             if key == "epochs":
                 continue
