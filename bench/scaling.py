@@ -88,13 +88,10 @@ def throughput(args: argparse.Namespace, work: Path, saved: dict) -> None:
 def accuracy(args: argparse.Namespace, work: Path, saved: dict) -> None:
     """The default command (its full schedule, or ``--accuracy-epochs``), one process (2 threads) against two, per seed.
 
-    Rows are keyed ``"<processes>x<threads> seed <s>"``. Two-process runs made before batch norm was synchronised
-    on CPU ranks are kept under a key that says so.
+    Rows are keyed ``"<processes>x<threads> seed <s>"`` (the saved results also keep one two-process run made
+    before batch norm was synchronised on CPU ranks, under a key that says so).
     """
     out = saved.setdefault("accuracy", {})
-    for old, new in (("1x2", "1x2 seed 0"), ("2x1", "2x1 seed 0, batch norm per rank (before synchronising)")):
-        if old in out:
-            out[new] = out.pop(old)
     out["epochs"] = args.accuracy_epochs
     for seed in args.accuracy_seeds:
         extra = ["--seed", str(seed)] + (["--epochs", str(args.accuracy_epochs)] if args.accuracy_epochs else [])
