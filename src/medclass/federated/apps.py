@@ -107,17 +107,17 @@ def _private_round(
     """A DP-SGD round; the accountant goes to the node's state and the client's own file."""
     from flwr.app import ConfigRecord
 
-    from medclass.federated.privacy import PrivacyConfig
     from medclass.utils.files import write_text
 
+    config = privacy_config(plan)
     done, state = local_train_private(
         site,
         model,
-        config=privacy_config(plan),
+        config=config,
         rounds=int(plan["rounds"]),
         round_index=int(plan["round"]),
         epochs=int(plan["local_epochs"]),
-        lr=float(plan.get("lr") or PrivacyConfig().lr),
+        lr=config.lr,
         state=_accountant(context, source, plan),
     )
     text = json.dumps(state)
@@ -166,8 +166,7 @@ def handle(msg: Any, context: Any, source: ClientSource) -> Any:
             metrics.update(_privacy_metrics({**spent, "steps": sum(n for *_, n in spent["history"])}))
         if plan.get("baseline"):
             seed = int(plan["seed"]) * 1000 + source.index
-            if dp is not None:
-                base = float(plan.get("lr") or dp.lr)
+            base = dp.lr if dp is not None else base
             base_m = local_baseline(
                 site, rounds=rounds, local_epochs=int(plan["local_epochs"]), lr=base, seed=seed, privacy=dp
             )

@@ -147,8 +147,8 @@ def load_site(source: ClientSource, plan: dict[str, Any]) -> Site:
 def privacy_config(plan: dict[str, Any]) -> Any:
     """The plan's :class:`~medclass.federated.privacy.PrivacyConfig`, or ``None`` when ``dp_epsilon`` is 0.
 
-    The expected DP batch is the plan's batch size (the recipe's 256 when not given); the noise is never seeded
-    from the plan, which the server knows.
+    The expected DP batch is the plan's batch size and the round-1 learning rate its ``lr`` (the recipe's 256 and
+    1.0 when not given); the noise is never seeded from the plan, which the server knows.
     """
     if not float(plan.get("dp_epsilon") or 0.0):
         return None
@@ -160,6 +160,7 @@ def privacy_config(plan: dict[str, Any]) -> Any:
         delta=float(plan.get("dp_delta") or default.delta),
         max_grad_norm=float(plan.get("dp_clip") or default.max_grad_norm),
         batch_size=int(plan.get("batch_size") or default.batch_size),
+        lr=float(plan.get("lr") or default.lr),
     )
 
 
