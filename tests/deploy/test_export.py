@@ -122,6 +122,37 @@ class _Eigenvalues(torch.nn.Module):
         return self.fc(torch.linalg.eigvals(x.flatten(1)[:, :16].reshape(-1, 4, 4)).real)
 
 
+class _UnevenPool(torch.nn.Module):
+    """Adaptive pooling to a size that does not divide the input (VGG's head below 224 px), then batch norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.pool = torch.nn.AdaptiveAvgPool2d(7)
+        self.fc = torch.nn.Linear(4 * 49, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.bn(self.conv(x))).flatten(1))
+
+
+def test_what_tracing_cannot_translate_goes_through_torch_export_with_parity(tmp_path) -> None:
+    import onnx
+
+    torch.manual_seed(0)
+    model = _UnevenPool()
+    model.train()(torch.randn(4, 1, 16, 16))  # batch-norm statistics away from their initial values
+    with pytest.raises(torch.onnx.errors.OnnxExporterError):  # the first exporter refuses it ...
+        torch.onnx.export(model.eval(), (torch.zeros(2, 1, 16, 16),), str(tmp_path / "t.onnx"), dynamo=False)
+    prep = {"channels": 1, "input_shape": [1, 16, 16], "scale": 1 / 255, "mean": [0.5], "std": [0.25], "tta": []}
+    images = np.random.default_rng(0).integers(0, 256, (3, 1, 16, 16), dtype=np.uint8)  # 3: not the traced batch
+    entries = export_onnx(model.eval(), {"task": "binary", "preprocessing": prep}, tmp_path / "m.onnx",
+                          check_images=images)  # fmt: skip
+    assert entries["parity_max_abs_diff"] <= 1e-4  # ... and the second one's graph matches PyTorch
+    weights = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False).graph.initializer
+    assert weights and not any(w.external_data for w in weights), "the weights inside the one file"
+
+
 def test_a_model_no_exporter_translates_gets_one_clear_error_and_no_file(tmp_path) -> None:
     prep = {"channels": 1, "input_shape": [1, 8, 8], "scale": 1 / 255, "mean": [0.5], "std": [0.25], "tta": []}
     out = tmp_path / "m.onnx"

@@ -78,3 +78,17 @@ def test_check_agrees_names_what_differs(site) -> None:
     other = dict(site.meta, label_names=["x", "y"])
     with pytest.raises(DataError, match=r"^client 1: its data's label_names \["):
         check_agrees(site.meta, other, "client 1")
+
+
+def test_a_client_reports_balanced_accuracy_as_the_mean_recall_of_its_classes(site) -> None:
+    import numpy as np
+
+    from medclass.federated.client import _balanced_accuracy, local_evaluate
+
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    probs = np.eye(3)[[0, 0, 1, 1, 2, 0]] * 0.8 + 0.2 / 3  # recalls 2/3, 1, 1/2
+    assert _balanced_accuracy(labels[:, None], probs, "multiclass") == pytest.approx((2 / 3 + 1 + 1 / 2) / 3)
+    binary = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])  # P(1) > 0.5: 0 1 1 1
+    assert _balanced_accuracy(np.array([0, 0, 0, 1]), binary, "binary") == pytest.approx((1 / 3 + 1) / 2)
+    figures = local_evaluate(site, build_network(site), "test")
+    assert 0 <= figures["bacc"] <= 1

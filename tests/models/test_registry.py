@@ -13,9 +13,21 @@ TIMM_MODELS = ("timm/resnet18", "timm/mobilenetv3_small_050")
 SIZE = {2: 28, 3: 16}
 
 
-def _cases() -> list[tuple[str, int]]:
+# VGG's 4096-wide head makes its models 130M parameters: every family is checked in `make test` by the contract
+# test (1 channel); VGG's other registry-wide cases, about 100 s of the 2-core budget, run in the slow tier
+# (`make test-all`). The exporter's fallback they exercise has its own small test (tests/deploy/test_export.py).
+HEAVY_FAMILIES = ("vgg",)
+
+
+def _heavy(name: str) -> bool:
+    return not name.startswith("timm/") and model_info(name).family in HEAVY_FAMILIES
+
+
+def _cases(*, heavy_slow: bool = True) -> list:
     cases = [(name, dims) for name in list_models() for dims in model_info(name).spatial_dims]
-    return cases + [(name, 2) for name in TIMM_MODELS]
+    cases += [(name, 2) for name in TIMM_MODELS]
+    slow = [pytest.mark.slow] if heavy_slow else []
+    return [pytest.param(*c, marks=slow if _heavy(c[0]) else [], id=f"{c[0]}-{c[1]}") for c in cases]
 
 
 def _build(name: str, dims: int, in_chans: int, num_classes: int) -> tuple[torch.nn.Module, int, dict]:
@@ -26,8 +38,13 @@ def _build(name: str, dims: int, in_chans: int, num_classes: int) -> tuple[torch
     return create_model(name, in_chans=in_chans, num_classes=num_classes, spatial_dims=dims, **kwargs), size, kwargs
 
 
-@pytest.mark.parametrize("in_chans", [1, 3])
-@pytest.mark.parametrize(("name", "dims"), _cases(), ids=lambda v: str(v))
+def _contract_cases() -> list:
+    """Every model with 1 and 3 channels; VGG's 3-channel case in the slow tier."""
+    one = [pytest.param(*c.values, 1, id=f"{c.id}-1") for c in _cases(heavy_slow=False)]
+    return one + [pytest.param(*c.values, 3, marks=c.marks, id=f"{c.id}-3") for c in _cases()]
+
+
+@pytest.mark.parametrize(("name", "dims", "in_chans"), _contract_cases())
 def test_model_contract(name: str, dims: int, in_chans: int) -> None:
     torch.manual_seed(0)
     model, size, _ = _build(name, dims, in_chans, 3)
@@ -131,7 +148,7 @@ def test_vit_gets_the_input_size_and_is_rebuilt_for_prediction(tmp_path, make_np
     assert pred.predict_array(torch.randint(0, 255, (2, 16, 16), dtype=torch.uint8).numpy())[0].shape == (2, 2)
 
 
-@pytest.mark.parametrize(("name", "dims"), _cases(), ids=lambda v: str(v))
+@pytest.mark.parametrize(("name", "dims"), _cases())
 def test_checkpoint_round_trip_gives_identical_predictions(name: str, dims: int, tmp_path) -> None:
     """Saved as a run saves it (safetensors + model.json), rebuilt from the metadata alone: same outputs."""
     from medclass.checkpoint import load_model, save_model
@@ -153,11 +170,11 @@ def test_checkpoint_round_trip_gives_identical_predictions(name: str, dims: int,
         assert torch.equal(model(x), loaded(x))
 
 
-@pytest.mark.parametrize(("name", "dims"), _cases(), ids=lambda v: str(v))
+@pytest.mark.parametrize(("name", "dims"), _cases())
 def test_every_model_exports_to_onnx_with_parity(name: str, dims: int, tmp_path) -> None:
     """Each architecture, 2D and 3D, at the smallest size it takes: the export's own parity check (1e-4) passes on a
     batch size other than the traced one, and the one file carries the model's metadata. VGG's head below 224 px
-    (adaptive pooling to 7 x 7 from a smaller map) is what tracing cannot translate, so it tests the fallback."""
+    (adaptive pooling to 7 x 7 from a smaller map) is what tracing cannot translate: it takes the fallback."""
     import numpy as np
 
     from medclass.deploy.export import export_onnx, read_metadata
@@ -175,9 +192,9 @@ def test_every_model_exports_to_onnx_with_parity(name: str, dims: int, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # one self-contained file, no external weights
 
 
-def _larger_sizes() -> list[tuple[str, int]]:
+def _larger_sizes() -> list:
     return [
-        (n, s)
+        pytest.param(n, s, marks=[pytest.mark.slow] if _heavy(n) else [], id=f"{n}-{s}")
         for n in list_models()
         if 2 in model_info(n).spatial_dims
         for s in (64, 224)
@@ -185,7 +202,7 @@ def _larger_sizes() -> list[tuple[str, int]]:
     ]
 
 
-@pytest.mark.parametrize(("name", "size"), _larger_sizes(), ids=lambda v: str(v))
+@pytest.mark.parametrize(("name", "size"), _larger_sizes())
 def test_larger_inputs_give_finite_outputs(name: str, size: int) -> None:
     """Every 2D model at 64 and 224 px (where its minimum allows), 3 channels: finite logits of the right shape."""
     torch.manual_seed(0)

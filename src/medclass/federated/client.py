@@ -327,7 +327,11 @@ def local_train_private(
 
 
 def local_evaluate(site: Site, model: nn.Module, split: str) -> dict[str, float]:
-    """``{"auc", "acc", "loss", "n"}`` of ``model`` on the client's ``split`` (NaN where undefined)."""
+    """``{"auc", "acc", "bacc", "loss", "n"}`` of ``model`` on the client's ``split`` (NaN where undefined).
+
+    ``bacc`` is the balanced accuracy (mean recall over the classes present) of the argmax, or of P(1) > 0.5 for a
+    binary task; NaN for multi-label tasks.
+    """
     import warnings
 
     from medclass.inference import predict_logits
@@ -336,7 +340,7 @@ def local_evaluate(site: Site, model: nn.Module, split: str) -> dict[str, float]
 
     s = site.dataset.splits[split]
     if not len(s):
-        return {"auc": float("nan"), "acc": float("nan"), "loss": float("nan"), "n": 0}
+        return {"auc": float("nan"), "acc": float("nan"), "bacc": float("nan"), "loss": float("nan"), "n": 0}
     logits = predict_logits(model, s.images, site.prep, site.cfg.train.eval_batch_size)
     probs = logits_to_probs(logits, site.dataset.task).numpy()
     with warnings.catch_warnings():
@@ -344,9 +348,20 @@ def local_evaluate(site: Site, model: nn.Module, split: str) -> dict[str, float]
         return {
             "auc": float(medmnist.auc(s.labels, probs, site.dataset.task)),
             "acc": float(medmnist.acc(s.labels, probs, site.dataset.task)),
+            "bacc": _balanced_accuracy(s.labels, probs, site.dataset.task),
             "loss": float(task_loss(logits, torch.from_numpy(s.labels), site.dataset.task)),
             "n": len(s),
         }
+
+
+def _balanced_accuracy(labels: np.ndarray, probs: np.ndarray, task: str) -> float:
+    """Balanced accuracy of ``probs`` ``(N, K)`` against class indices ``labels`` ``(N,)`` or ``(N, 1)``."""
+    from medclass.metrics.classification import balanced_accuracy
+
+    if task == "multilabel":
+        return float("nan")
+    predicted = (probs[:, 1] > 0.5).astype(np.int64) if task == "binary" else probs.argmax(1)
+    return float(balanced_accuracy(np.asarray(labels).reshape(-1), predicted, num_classes=probs.shape[1]))
 
 
 def local_baseline(

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Message actions (``config["action"]``) of the ``query`` message type.
 DESCRIBE, JOIN, FINAL = "describe", "join", "final"
+#: Each client's figures in ``metrics.json`` (``bacc``: balanced accuracy).
+FIGURES = ("auc", "acc", "bacc")
 
 
 @dataclass
@@ -325,10 +327,10 @@ def federated_section(
         entry = {
             "client": f"client-{int(m.get('client', 0))}",
             "n": {s: int(m.get(f"{s}_n", 0)) for s in ("train", "val", "test")},
-            "federated": {s: {k: m.get(f"{s}_{k}") for k in ("auc", "acc")} for s in ("val", "test")},
+            "federated": {s: {k: m.get(f"{s}_{k}") for k in FIGURES} for s in ("val", "test")},
         }
         if "baseline_test_auc" in m:
-            entry["local_only"] = {s: {k: m.get(f"baseline_{s}_{k}") for k in ("auc", "acc")} for s in ("val", "test")}
+            entry["local_only"] = {s: {k: m.get(f"baseline_{s}_{k}") for k in FIGURES} for s in ("val", "test")}
         clients.append(entry)
     section = {
         "strategy": settings.strategy,
