@@ -279,6 +279,7 @@ def federate(
     dp_epsilon: float = 0.0,
     dp_delta: float = 1e-5,
     dp_clip: float = 1.0,
+    init_from: str | Path | None = None,
 ) -> Run:
     """Federated training of ``clients`` hospitals cut from ``data``, on Flower's simulation engine.
 
@@ -309,6 +310,9 @@ def federate(
             ``docs/federated-privacy.md``.
         dp_delta: Delta of each client's (epsilon, delta) guarantee.
         dp_clip: Each training row's gradient is clipped to this L2 norm.
+        init_from: A run folder (or ``model.safetensors``) the global model starts from, e.g. a model trained on
+            public data: every tensor that fits is copied, the head of another task is not. With ``dp_epsilon``, a
+            run trained with ``model.norm: group`` fits every layer.
 
     Returns:
         The :class:`Run`; ``run.metrics["federated"]`` holds the rounds, each client's own test and baseline.
@@ -343,6 +347,7 @@ def federate(
         dp_epsilon=dp_epsilon,
         dp_delta=dp_delta,
         dp_clip=dp_clip,
+        init_from=str(init_from) if init_from else None,
     )  # checks the strategy, rounds, local epochs and privacy settings
     if out is None:
         stem = Path(str(data).rstrip("/")).stem.replace("@", "_")

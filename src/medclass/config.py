@@ -122,6 +122,9 @@ class ModelConfig:
             every ``unfreeze_every`` epochs.
         unfreeze_every: Epochs between unfreezing steps with ``freeze: gradual``.
         truncate: Drop this many final stages of the backbone (a smaller model; 0 keeps all).
+        norm: ``batch`` (the architecture's own normalisation) or ``group``: every BatchNorm becomes a GroupNorm
+            (no batch statistics), as differential privacy needs; a run trained so initialises a private
+            federation's every layer (``medclass federate --dp-epsilon ... --init-from RUN``).
         members: Architectures of a deep ensemble's members (``train.ensemble``), taken in turn;
             empty: every member is ``name``. A list and ``ensemble: 1`` train one member per entry.
             ``--model`` clears it.
@@ -142,6 +145,7 @@ class ModelConfig:
     freeze: Literal["none", "backbone", "gradual"] = "none"
     unfreeze_every: float = 1.0
     truncate: int = 0
+    norm: Literal["batch", "group"] = "batch"
     members: list[str] = field(default_factory=list)
     fusion: Literal["none", "concat", "film", "late", "tabular_only"] = "none"
     modality_dropout: float = 0.2

@@ -201,3 +201,21 @@ def test_bad_privacy_settings_are_one_line_errors(kw: dict, message: str) -> Non
         ServerSettings(out="x", dp_epsilon=8.0, **kw)
     with pytest.raises(ConfigError, match="dp_epsilon"):
         ServerSettings(out="x", dp_epsilon=-1.0)
+
+
+def test_init_from_a_run_is_round_one_s_global_model(data: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    first = tmp_path / "public"
+    run_rounds(FakeGrid(_sources(data, 2)), _settings(first, rounds=1, min_clients=2, seed=1))
+    grid = FakeGrid(_sources(data, 2))
+    run_rounds(grid, _settings(tmp_path / "b", rounds=1, min_clients=2, seed=2, init_from=str(first)))
+    sent = next(m for m in grid.sent if "arrays" in m.content).content["arrays"].to_torch_state_dict()
+    start = load_file(str(first / "model.safetensors"))
+    assert set(sent) == set(start) and all(torch.equal(sent[k], start[k]) for k in start)
+    fresh = FakeGrid(_sources(data, 2))  # without it, seed 2 starts elsewhere
+    run_rounds(fresh, _settings(tmp_path / "c", rounds=1, min_clients=2, seed=2))
+    other = next(m for m in fresh.sent if "arrays" in m.content).content["arrays"].to_torch_state_dict()
+    assert not all(torch.equal(other[k], start[k]) for k in start if k.endswith("weight"))
+    with pytest.raises(ConfigError, match="nowhere: --init-from names no run folder"):
+        _settings(tmp_path / "d", init_from="nowhere")

@@ -37,3 +37,20 @@ def test_checkpoint_architecture_with_group_norm_builds_and_loads_its_weights() 
     plain = create_model("smallcnn_tiny", in_chans=1, num_classes=2)
     assert any(k.endswith("running_mean") for k in plain.state_dict())
     assert not any(k.endswith("running_mean") for k in model.state_dict())
+
+
+def test_a_run_trained_with_group_norm_keeps_it_in_its_checkpoint(tmp_path, make_npz, run_cli, fast_config) -> None:
+    from medclass.predict import Predictor
+
+    data = make_npz(tmp_path / "a.npz", sizes=(24, 8, 8), size=12)
+    res = run_cli(
+        "train", "--data", data, "--config", fast_config, "--out", tmp_path / "r", "--set", "model.norm=group"
+    )
+    assert res.code == 0, res.err
+    model = Predictor.from_checkpoint(tmp_path / "r").model
+    assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    bad = run_cli(
+        "train", "--data", data, "--config", fast_config, "--out", tmp_path / "x", "--set", "model.norm=layer"
+    )
+    assert bad.code == 2 and "model.norm" in bad.err and "group" in bad.err

@@ -44,6 +44,7 @@ def cmd_federate(args: argparse.Namespace) -> int:
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,
         dp_clip=args.dp_clip,
+        init_from=args.init_from,
     )
     print_federation(run.metrics, str(run.path))
     return 0
@@ -81,6 +82,7 @@ def _server(args: argparse.Namespace) -> int:
         dp_epsilon=args.dp_epsilon,
         dp_delta=args.dp_delta,
         dp_clip=args.dp_clip,
+        init_from=args.init_from,
     )
     print_federation(run.metrics, args.out)
     return 0
@@ -178,6 +180,12 @@ def add_federate_command(sub: Any, parents: list[argparse.ArgumentParser], forma
     )
     p.add_argument(
         "--dp-clip", type=float, default=1.0, metavar="NORM", help="DP-SGD: clip each row's gradient to this L2 norm"
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start the global model from this run's weights (e.g. trained on public data; the head of another "
+        "task is not copied)",
     )
     p.add_argument("--out", help="run folder (default runs/<data>-fed-<strategy>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue after the last completed round saved in --out")

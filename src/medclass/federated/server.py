@@ -60,6 +60,9 @@ class ServerSettings:
             :mod:`medclass.federated.privacy`); 0 trains without it.
         dp_delta: Delta of each client's (epsilon, delta) guarantee.
         dp_clip: Each training row's gradient is clipped to this L2 norm.
+        init_from: A medclass run folder (or its ``model.safetensors``) the global model starts from, e.g. one
+            trained on public data: every tensor that fits is copied (:func:`medclass.training.transfer.load_matching`;
+            the head of another task is not). The server reads it; the clients receive it as round 1's weights.
     """
 
     out: str
@@ -82,6 +85,7 @@ class ServerSettings:
     dp_epsilon: float = 0.0
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         """The strategy in lower case, or a one-line ConfigError; at least one round of one local epoch; valid DP."""
@@ -91,6 +95,8 @@ class ServerSettings:
         for name in ("rounds", "local_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: need at least 1, got {getattr(self, name)}")
+        if self.init_from and not Path(self.init_from).exists():
+            raise ConfigError(f"{self.init_from}: --init-from names no run folder or weights file")
         if self.dp_epsilon < 0:
             raise ConfigError(f"dp_epsilon: need > 0 (or 0 for no differential privacy), got {self.dp_epsilon}")
         if self.dp_epsilon:
@@ -202,11 +208,25 @@ def describe_federation(grid: Any, settings: ServerSettings, exclude: set[int]) 
     return meta, excluded
 
 
-def _initial_state(meta: dict[str, Any], seed: int) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+def _initial_state(
+    meta: dict[str, Any], seed: int, init_from: str | None = None
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """The federation's first global model: seeded, then the tensors of ``init_from`` that fit."""
     from medclass.models import build_model
 
     torch.manual_seed(seed)
     model = build_model(meta["architecture"])
+    if init_from:
+        from medclass.training import transfer
+
+        report = transfer.load_matching(model, transfer.read_weights(init_from), where=init_from)
+        log.info(
+            "global model initialised from %s: %d tensors loaded, %d adapted, %d new",
+            init_from,
+            len(report["loaded"]),
+            len(report["adapted"]),
+            len(report["skipped"]),
+        )
     return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -255,7 +275,7 @@ def run_rounds(grid: Any, settings: ServerSettings) -> dict[str, Any]:
     if settings.resume and saved is None:
         raise ConfigError(f"{out}: nothing to resume (no completed round saved)")
     meta, excluded = describe_federation(grid, settings, set())
-    model, state = _initial_state(meta, settings.seed)
+    model, state = _initial_state(meta, settings.seed, None if saved is not None else settings.init_from)
     params = parameter_keys(model)
     adam = AdamState(lr=settings.server_lr)
     history: list[dict[str, Any]] = []

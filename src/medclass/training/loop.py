@@ -339,6 +339,7 @@ def model_meta(cfg: RunConfig, dataset: Dataset, *, threshold: Any = None) -> di
             "num_outputs": num_outputs(dataset.task, dataset.num_classes),
             "kwargs": kwargs,
             **({"truncate": cfg.model.truncate} if cfg.model.truncate else {}),
+            **({"norm": "group"} if cfg.model.norm == "group" else {}),
             **({"fusion": fusion} if (fusion := fusion_entry(cfg, dataset, prep.get("tabular"))) else {}),
         },
         "task": dataset.task,
