@@ -113,7 +113,7 @@ def test_init_weights_logs_instead_of_printing(tmp_path, make_npz, caplog, capsy
     with caplog.at_level(logging.INFO, logger="medclass"):
         init_weights(create_model("smallcnn", in_chans=1, num_classes=1), second)
     assert capsys.readouterr() == ("", "")
-    (message,) = [r.getMessage() for r in caplog.records if r.name == "medclass.training.loop"]
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "medclass.training.transfer"]
     assert message.startswith(f"initialised from {tmp_path / 'first'}") and "tensors loaded" in message
 
 

@@ -217,16 +217,9 @@ def _initial_state(
     torch.manual_seed(seed)
     model = build_model(meta["architecture"])
     if init_from:
-        from medclass.training import transfer
+        from medclass.training.transfer import start_from
 
-        report = transfer.load_matching(model, transfer.read_weights(init_from), where=init_from)
-        log.info(
-            "global model initialised from %s: %d tensors loaded, %d adapted, %d new",
-            init_from,
-            len(report["loaded"]),
-            len(report["adapted"]),
-            len(report["skipped"]),
-        )
+        start_from(model, init_from, what="global model initialised")
     return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

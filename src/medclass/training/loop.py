@@ -297,14 +297,7 @@ def init_weights(model: nn.Module, cfg: RunConfig) -> None:
             transfer.load_matching(model, transfer.hub_weights(m.name), where=f"ImageNet weights of {m.name}")
         source = str(found) if found is not None else None
     if source:
-        report = transfer.load_matching(model, transfer.read_weights(source), where=source)
-        log.info(
-            "initialised from %s: %d tensors loaded, %d adapted, %d new",
-            source,
-            len(report["loaded"]),
-            len(report["adapted"]),
-            len(report["skipped"]),
-        )
+        transfer.start_from(model, source)
     if m.freeze not in ("none", "backbone", "gradual"):
         raise ConfigError(f"model.freeze: unknown value '{m.freeze}' (use none, backbone or gradual)")
     if m.freeze == "backbone":

@@ -17,6 +17,7 @@ Weights are read from safetensors only: never unpickled.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from torch import nn
 from medclass.errors import ModelError
 
 WEIGHTS_DIR_ENV = "MEDCLASS_WEIGHTS_DIR"
+log = logging.getLogger(__name__)
 
 
 def _adapt_input_conv(src: torch.Tensor, dst_shape: torch.Size) -> torch.Tensor | None:
@@ -78,6 +80,24 @@ def load_matching(model: nn.Module, tensors: dict[str, torch.Tensor], *, where: 
     if not any(n in new_state for n in weights):
         raise ModelError(f"{where}: no weights fit this model (different architecture?)")
     model.load_state_dict(new_state, strict=False)
+    return report
+
+
+def start_from(model: nn.Module, source: str | Path, *, what: str = "initialised") -> dict[str, list[str]]:
+    """Copy the weights of ``source`` (a run folder or safetensors file) that fit ``model`` into it, and log it.
+
+    Returns:
+        :func:`load_matching`'s report.
+    """
+    report = load_matching(model, read_weights(source), where=str(source))
+    log.info(
+        "%s from %s: %d tensors loaded, %d adapted, %d new",
+        what,
+        source,
+        len(report["loaded"]),
+        len(report["adapted"]),
+        len(report["skipped"]),
+    )
     return report
 
 
