@@ -44,6 +44,7 @@ def federated_run(data: str, partition: str, strategy: str, seed: int, args: arg
     run = medclass.federate(
         data,
         image_size=args.image_size,
+        batch_size=args.batch_size,
         clients=args.clients,
         partition=partition,
         strategy=strategy,
@@ -91,6 +92,7 @@ def pooled_run(data: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
         seed=seed,
         progress=False,
         **({"image_size": args.image_size} if args.image_size else {}),
+        **({"batch_size": args.batch_size} if args.batch_size else {}),
         **{"train.min_steps": 0},
     )
     return {
@@ -259,6 +261,7 @@ def main() -> None:
     ap.add_argument("--mu", type=float, default=0.01)
     ap.add_argument("--server-lr", type=float, default=0.01)
     ap.add_argument("--image-size", type=int, help="resize the images to this side (default: as stored)")
+    ap.add_argument("--batch-size", type=int, help="batch size of the clients and of pooled training (default: recipe)")
     ap.add_argument("--no-pooled", action="store_true")
     ap.add_argument(
         "--baseline-partitions",
@@ -288,6 +291,7 @@ def main() -> None:
         for data in args.datasets:
             setup = f"{args.clients} clients, {args.rounds} rounds x {args.local_epochs} local epochs, default recipe"
             setup += f", {args.image_size} px" if args.image_size else ""
+            setup += f", batch {args.batch_size}" if args.batch_size else ""
             saved.setdefault("setup", {})[label(data)] = setup
             cells = saved["results"].setdefault(label(data), {})
             for seed in args.seeds:
