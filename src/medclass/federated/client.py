@@ -357,10 +357,12 @@ def local_evaluate(site: Site, model: nn.Module, split: str) -> dict[str, float]
 def _balanced_accuracy(labels: np.ndarray, probs: np.ndarray, task: str) -> float:
     """Balanced accuracy of ``probs`` ``(N, K)`` against class indices ``labels`` ``(N,)`` or ``(N, 1)``."""
     from medclass.metrics.classification import balanced_accuracy
+    from medclass.metrics.positive import binary_decision
 
     if task == "multilabel":
         return float("nan")
-    predicted = (probs[:, 1] > 0.5).astype(np.int64) if task == "binary" else probs.argmax(1)
+    # the decision rule of MedMNIST's ACC (medmnist.acc): P(1) strictly above 0.5, or the argmax
+    predicted = binary_decision(probs, 0.5, inclusive=False) if task == "binary" else probs.argmax(1)
     return float(balanced_accuracy(np.asarray(labels).reshape(-1), predicted, num_classes=probs.shape[1]))
 
 
