@@ -39,7 +39,7 @@ def federated_run(data: str, partition: str, strategy: str, seed: int, args: arg
     """One federation; its figures."""
     import medclass
 
-    out = args.out / f"{label(data)}-{partition.replace(':', '')}-{strategy}-s{seed}"
+    out = args.out / f"{name(data, args)}-{partition.replace(':', '')}-{strategy}-s{seed}".replace(" ", "_")
     t0 = time.perf_counter()
     run = medclass.federate(
         data,
@@ -55,6 +55,7 @@ def federated_run(data: str, partition: str, strategy: str, seed: int, args: arg
         baseline=baseline,
         mu=args.mu,
         server_lr=args.server_lr,
+        settings=args.settings,
     )
     m = run.metrics
     fed = m["federated"]
@@ -81,7 +82,7 @@ def pooled_run(data: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
     """Centralised training at equal total epochs (rounds x local epochs)."""
     import medclass
 
-    out = args.out / f"{label(data)}-pooled-s{seed}"
+    out = args.out / f"{name(data, args)}-pooled-s{seed}".replace(" ", "_")
     t0 = time.process_time()
     w0 = time.perf_counter()
     run = medclass.train(
@@ -93,7 +94,7 @@ def pooled_run(data: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
         progress=False,
         **({"image_size": args.image_size} if args.image_size else {}),
         **({"batch_size": args.batch_size} if args.batch_size else {}),
-        **{"train.min_steps": 0},
+        **{"train.min_steps": 0, **args.settings},
     )
     return {
         "auc": run.metrics["splits"]["test"]["auc"],
@@ -108,6 +109,12 @@ def label(data: str) -> str:
     """The name a dataset's results go under: a catalog name as given; a manifest, its folder's name."""
     path = Path(data)
     return path.parent.name if path.suffix == ".csv" else path.stem if path.suffix == ".npz" else data
+
+
+def name(data: str, args: argparse.Namespace) -> str:
+    """The results key of ``data`` under ``args``: its label, plus the ``--set`` settings (``ham10000 [optim...]``)."""
+    tag = ", ".join(f"{k}={v}" for k, v in sorted(args.settings.items()))
+    return f"{label(data)} [{tag}]" if tag else label(data)
 
 
 def _mean(values: list[float]) -> float:
@@ -125,7 +132,12 @@ def render(saved: dict) -> str:
         "CPU-min is the clients' CPU time for the federation (the local-only baselines not included).",
         "",
     ]
-    for data, parts in saved.get("results", {}).items():
+    results = {
+        data: {p: {m: {k: r for k, r in seeds.items() if "error" not in r} for m, seeds in ms.items()}
+               for p, ms in parts.items()}
+        for data, parts in saved.get("results", {}).items()
+    }  # fmt: skip
+    for data, parts in results.items():
         pooled_runs = list(parts.get("pooled", {}).get("pooled", {}).values())
         pooled, pooled_bacc = _mean([r["auc"] for r in pooled_runs]), _mean([r.get("bacc") for r in pooled_runs])
         head = f"**{data}** ({saved.get('setup', {}).get(data, '')}): pooled AUC **{pooled:.3f}**"
@@ -292,7 +304,16 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from saved results")
     ap.add_argument("--results", type=Path, default=RESULTS, help="results file (several benches in parallel)")
     ap.add_argument("--merge", type=Path, nargs="+", help="merge these results files into --results, then render")
+    ap.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a config key for the clients and pooled training (e.g. optim.logit_adjust=1); results are kept apart",
+    )
     args = ap.parse_args()
+    from medclass.cli.common import set_options
+
+    args.settings = set_options(args.set)
     results = args.results
     saved = json.loads(results.read_text()) if results.exists() else {"results": {}}
     for other in args.merge or []:
@@ -312,8 +333,9 @@ def main() -> None:
             setup = f"{args.clients} clients, {args.rounds} rounds x {args.local_epochs} local epochs, default recipe"
             setup += f", {args.image_size} px" if args.image_size else ""
             setup += f", batch {args.batch_size}" if args.batch_size else ""
-            saved.setdefault("setup", {})[label(data)] = setup
-            cells = saved["results"].setdefault(label(data), {})
+            setup += "".join(f", {k}={v}" for k, v in sorted(args.settings.items()))
+            saved.setdefault("setup", {})[name(data, args)] = setup
+            cells = saved["results"].setdefault(name(data, args), {})
             for seed in args.seeds:
                 jobs = [("pooled", "pooled")] if not args.no_pooled else []
                 jobs += [(p, s) for p in args.partitions for s in args.strategies]
@@ -321,7 +343,7 @@ def main() -> None:
                     cell = cells.setdefault(partition, {}).setdefault(method, {})
                     if str(seed) in cell and "error" not in cell[str(seed)]:
                         continue
-                    print(f"[federated] {label(data)} {partition} {method} seed {seed}", flush=True)
+                    print(f"[federated] {name(data, args)} {partition} {method} seed {seed}", flush=True)
                     try:
                         if method == "pooled":
                             cell[str(seed)] = pooled_run(data, seed, args)

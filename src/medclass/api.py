@@ -280,6 +280,7 @@ def federate(
     dp_delta: float = 1e-5,
     dp_clip: float = 1.0,
     init_from: str | Path | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Run:
     """Federated training of ``clients`` hospitals cut from ``data``, on Flower's simulation engine.
 
@@ -313,6 +314,8 @@ def federate(
         init_from: A run folder (or ``model.safetensors``) the global model starts from, e.g. a model trained on
             public data: every tensor that fits is copied, the head of another task is not. With ``dp_epsilon``, a
             run trained with ``model.norm: group`` fits every layer.
+        settings: Dotted configuration keys every client sets over the recipe, e.g. ``{"optim.logit_adjust": 1.0}``
+            (a loss that learns each client's logits free of its own label prior; ``--set`` on the command line).
 
     Returns:
         The :class:`Run`; ``run.metrics["federated"]`` holds the rounds, each client's own test and baseline.
@@ -348,6 +351,7 @@ def federate(
         dp_delta=dp_delta,
         dp_clip=dp_clip,
         init_from=str(init_from) if init_from else None,
+        settings=dict(settings or {}),
     )  # checks the strategy, rounds, local epochs and privacy settings
     if out is None:
         stem = Path(str(data).rstrip("/")).stem.replace("@", "_")

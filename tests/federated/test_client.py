@@ -92,3 +92,20 @@ def test_a_client_reports_balanced_accuracy_as_the_mean_recall_of_its_classes(si
     assert _balanced_accuracy(np.array([0, 0, 0, 1]), binary, "binary") == pytest.approx((1 / 3 + 1) / 2)
     figures = local_evaluate(site, build_network(site), "test")
     assert 0 <= figures["bacc"] <= 1
+
+
+def test_the_plan_s_settings_win_over_the_recipe_on_every_client(make_npz, tmp_path) -> None:
+    from medclass.errors import ConfigError
+    from medclass.federated.server import ServerSettings
+
+    data = make_npz(tmp_path / "d.npz", sizes=(40, 12, 12), size=16)
+    plan = ServerSettings(out="x", settings={"optim.logit_adjust": 1.0, "augment.rotate": 0}).plan()
+    plan = {**plan, "batch_size": 16}
+    tuned = load_site(ClientSource(str(data), "iid", 2, 0, 0), plan)
+    assert tuned.cfg.optim.logit_adjust == 1.0 and tuned.cfg.augment.rotate == 0
+    plain = load_site(ClientSource(str(data), "iid", 2, 0, 0), {**plan, "settings": ""})
+    assert plain.cfg.optim.logit_adjust == 0.0 and plain.cfg.augment.rotate > 0  # not the cached site
+    with pytest.raises(ConfigError, match="unknown key 'no_such_key'"):
+        load_site(ClientSource(str(data), "iid", 2, 0, 0), {**plan, "settings": '{"optim.no_such_key": 1}'})
+    with pytest.raises(ConfigError, match="'epochs' is not a dotted key"):
+        ServerSettings(out="x", settings={"epochs": 3})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from medclass.cli.common import set_options
 from medclass.errors import ConfigError
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn")
@@ -45,6 +46,7 @@ def cmd_federate(args: argparse.Namespace) -> int:
         dp_delta=args.dp_delta,
         dp_clip=args.dp_clip,
         init_from=args.init_from,
+        settings=set_options(args.set),
     )
     print_federation(run.metrics, str(run.path))
     return 0
@@ -83,6 +85,7 @@ def _server(args: argparse.Namespace) -> int:
         dp_delta=args.dp_delta,
         dp_clip=args.dp_clip,
         init_from=args.init_from,
+        settings=set_options(args.set),
     )
     print_federation(run.metrics, args.out)
     return 0
@@ -186,6 +189,12 @@ def add_federate_command(sub: Any, parents: list[argparse.ArgumentParser], forma
         metavar="RUN",
         help="start the global model from this run's weights (e.g. trained on public data; the head of another "
         "task is not copied)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a config key every client sets over the recipe, e.g. optim.logit_adjust=1 (repeat)",
     )
     p.add_argument("--out", help="run folder (default runs/<data>-fed-<strategy>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue after the last completed round saved in --out")

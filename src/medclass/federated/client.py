@@ -41,9 +41,10 @@ PLAN_KEYS = (
     "dp_epsilon",
     "dp_delta",
     "dp_clip",
+    "settings",
 )
 #: Plan keys a client's loaded data and model depend on.
-SITE_KEYS = ("model", "recipe", "batch_size", "lr", "seed", "dp_epsilon")
+SITE_KEYS = ("model", "recipe", "batch_size", "lr", "seed", "dp_epsilon", "settings")
 #: Keys of ``model.json`` that must agree between a client and the federation.
 AGREE_KEYS = ("task", "label_names", "architecture", "preprocessing")
 
@@ -91,8 +92,11 @@ _SITES: dict[str, Site] = {}
 def plan_overrides(plan: dict[str, Any], spec: str, *, tabular: list[str] | None = None) -> dict[str, Any]:
     """The nested configuration overrides (as :func:`medclass.api.overrides_from` makes them) a plan means.
 
-    ``0`` and ``""`` in a plan mean "not given" (Flower's records hold no ``None``): the recipe's value stays.
+    ``0`` and ``""`` in a plan mean "not given" (Flower's records hold no ``None``): the recipe's value stays. The
+    plan's ``settings`` (a JSON object of dotted keys, :attr:`ServerSettings.settings`) are applied last: they win.
     """
+    from medclass.config import NULL
+
     model = plan.get("model") or None
     out: dict[str, Any] = {
         "data": {"spec": spec},
@@ -109,6 +113,12 @@ def plan_overrides(plan: dict[str, Any], spec: str, *, tabular: list[str] | None
     ):
         if value or (key == "seed" and value is not None):
             out.setdefault(section, {})[key] = value
+    for dotted, value in json.loads(plan.get("settings") or "{}").items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = NULL if value is None else value
     return out
 
 

@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ class ServerSettings:
         init_from: A medclass run folder (or its ``model.safetensors``) the global model starts from, e.g. one
             trained on public data: every tensor that fits is copied (:func:`medclass.training.transfer.load_matching`;
             the head of another task is not). The server reads it; the clients receive it as round 1's weights.
+        settings: Configuration keys every client sets over the recipe, dotted (``{"optim.logit_adjust": 1.0}``,
+            what ``--set`` gives); values must be JSON (they travel in the plan). Unknown keys and wrong types fail
+            on the client with the configuration's one-line error.
     """
 
     out: str
@@ -86,6 +89,7 @@ class ServerSettings:
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
     init_from: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """The strategy in lower case, or a one-line ConfigError; at least one round of one local epoch; valid DP."""
@@ -97,6 +101,9 @@ class ServerSettings:
                 raise ConfigError(f"{name}: need at least 1, got {getattr(self, name)}")
         if self.init_from and not Path(self.init_from).exists():
             raise ConfigError(f"{self.init_from}: --init-from names no run folder or weights file")
+        bad = [k for k in self.settings if "." not in k]
+        if bad:
+            raise ConfigError(f"settings: '{bad[0]}' is not a dotted key (section.key, e.g. optim.logit_adjust)")
         if self.dp_epsilon < 0:
             raise ConfigError(f"dp_epsilon: need > 0 (or 0 for no differential privacy), got {self.dp_epsilon}")
         if self.dp_epsilon:
@@ -125,6 +132,7 @@ class ServerSettings:
             "dp_epsilon": float(self.dp_epsilon),
             "dp_delta": float(self.dp_delta),
             "dp_clip": float(self.dp_clip),
+            "settings": json.dumps(self.settings, sort_keys=True) if self.settings else "",
         }
         return plan
 
