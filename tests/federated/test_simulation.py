@@ -18,7 +18,7 @@ def fed_run(tmp_path_factory: pytest.TempPathFactory, make_npz, cli_main) -> tup
     data = make_npz(root / "d.npz", sizes=(64, 24, 24), size=16)
     code = cli_main(
         ["federate", "--data", data, "--clients", "2", "--partition", "shift", "--strategy", "fedbn", "--rounds", "2",
-         "--batch-size", "16", "--out", root / "run", "--quiet"]
+         "--batch-size", "16", "--set", "optim.logit_adjust=1", "--out", root / "run", "--quiet"]
     )  # fmt: skip
     return root / "run", data, code
 
@@ -42,6 +42,7 @@ def test_run_folder_metrics_and_report(fed_run: tuple[Path, Path, int]) -> None:
     state = json.loads((run / "state.json").read_text())
     assert state["round"] == 2  # the checkpoint of the last completed round (for --resume)
     assert json.loads((run / "model.json").read_text())["threshold"] is not None  # calibrated like a train run
+    assert "logit_adjust: 1.0" in (run / "config.yaml").read_text()  # --set reached the clients' configuration
 
 
 def test_evaluate_takes_the_federated_run(fed_run: tuple[Path, Path, int], run_cli) -> None:
@@ -59,6 +60,8 @@ def test_bad_options_are_one_line_errors(run_cli, tmp_path: Path) -> None:
     assert res.code == 2 and "the server holds no data" in res.err
     res = run_cli("federate", "--data", "x.npz", "--strategy", "fedbn", "--dp-epsilon", "8", "--out", tmp_path / "r")
     assert res.code == 2 and res.err.count("\n") == 1 and "strategy fedbn with differential privacy" in res.err
+    res = run_cli("federate", "--data", "x.npz", "--set", "epochs=3", "--out", tmp_path / "r")
+    assert res.code == 2 and res.err.count("\n") == 1 and "expected SECTION.KEY=VALUE" in res.err
 
 
 def test_api_rejects_unknown_strategy() -> None:
