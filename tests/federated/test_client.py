@@ -109,3 +109,5 @@ def test_the_plan_s_settings_win_over_the_recipe_on_every_client(make_npz, tmp_p
         load_site(ClientSource(str(data), "iid", 2, 0, 0), {**plan, "settings": '{"optim.no_such_key": 1}'})
     with pytest.raises(ConfigError, match="'epochs' is not a dotted key"):
         ServerSettings(out="x", settings={"epochs": 3})
+    with pytest.raises(ConfigError, match="values must be JSON"):
+        ServerSettings(out="x", settings={"data.spec": tmp_path})

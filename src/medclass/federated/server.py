@@ -104,6 +104,10 @@ class ServerSettings:
         bad = [k for k in self.settings if "." not in k]
         if bad:
             raise ConfigError(f"settings: '{bad[0]}' is not a dotted key (section.key, e.g. optim.logit_adjust)")
+        try:
+            json.dumps(self.settings)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"settings: values must be JSON (numbers, strings, lists...): {err}") from None
         if self.dp_epsilon < 0:
             raise ConfigError(f"dp_epsilon: need > 0 (or 0 for no differential privacy), got {self.dp_epsilon}")
         if self.dp_epsilon:
