@@ -231,7 +231,7 @@ def _targets(data: str, parts: dict, pooled: float, pooled_bacc: float) -> list[
     if "shift" in parts and "fedbn" in parts["shift"] and "fedavg" in parts["shift"]:
         bn, avg = _auc(parts, "shift", "fedbn"), _auc(parts, "shift", "fedavg")
         out.append(
-            f"- shift: FedBN >= FedAvg on the global test: {bn:.3f} vs {avg:.3f}: {'met' if bn >= avg else 'not met'}"
+            f"- shift: FedBN >= FedAvg on the global test: {bn:.4f} vs {avg:.4f}: {'met' if bn >= avg else 'not met'}"
         )
 
         def own(method: str) -> float:
