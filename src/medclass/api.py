@@ -102,7 +102,7 @@ def overrides_from(
     Raises:
         ConfigError: An unknown option.
     """
-    from medclass.config import NULL
+    from medclass.config import NULL, put_dotted
 
     out: dict[str, Any] = {"data": {"spec": data}, "model": {"name": model, "members": [] if model else None}}
     for key, value in (options or {}).items():
@@ -114,13 +114,7 @@ def overrides_from(
             continue
         value = NULL if value is None else value  # a key named on purpose: null is its value
         if "." in key:
-            node = out
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ConfigError(f"{key}: '{part}' is not a section")
-            node[leaf] = value
+            put_dotted(out, key, value)
         elif key in _SECTIONS and isinstance(value, dict):
             out.setdefault(key, {}).update({k: NULL if v is None else v for k, v in value.items()})
         else:

@@ -583,13 +583,29 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: invalid value ({str(err).splitlines()[0]})") from None
-        node = out
-        for i, part in enumerate(parts[:-1]):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
-        node[parts[-1]] = value
+        put_dotted(out, parts, value, f"--set {item!r}")
     return out
+
+
+def put_dotted(tree: dict[str, Any], key: str | list[str], value: Any, where: str | None = None) -> None:
+    """Set ``tree["a"]["b"]["c"] = value`` for the dotted ``key`` ``"a.b.c"`` (or its parts), making sections.
+
+    Args:
+        tree: Nested overrides, changed in place.
+        key: Dotted key, or its parts.
+        value: The value to set.
+        where: What the error names (default: the key).
+
+    Raises:
+        ConfigError: A part of ``key`` already holds a value, not a section.
+    """
+    parts = key.split(".") if isinstance(key, str) else key
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where or '.'.join(parts)}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
+    node[parts[-1]] = value
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> RunConfig:

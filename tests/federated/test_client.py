@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from medclass.errors import DataError
+from medclass.errors import ConfigError, DataError
 from medclass.federated.client import ClientSource, build_network, check_agrees, load_site, local_train, round_lr
 
 
@@ -95,7 +95,6 @@ def test_a_client_reports_balanced_accuracy_as_the_mean_recall_of_its_classes(si
 
 
 def test_the_plan_s_settings_win_over_the_recipe_on_every_client(make_npz, tmp_path) -> None:
-    from medclass.errors import ConfigError
     from medclass.federated.server import ServerSettings
 
     data = make_npz(tmp_path / "d.npz", sizes=(40, 12, 12), size=16)

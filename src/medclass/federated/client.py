@@ -95,7 +95,7 @@ def plan_overrides(plan: dict[str, Any], spec: str, *, tabular: list[str] | None
     ``0`` and ``""`` in a plan mean "not given" (Flower's records hold no ``None``): the recipe's value stays. The
     plan's ``settings`` (a JSON object of dotted keys, :attr:`ServerSettings.settings`) are applied last: they win.
     """
-    from medclass.config import NULL
+    from medclass.config import NULL, put_dotted
 
     model = plan.get("model") or None
     out: dict[str, Any] = {
@@ -114,11 +114,7 @@ def plan_overrides(plan: dict[str, Any], spec: str, *, tabular: list[str] | None
         if value or (key == "seed" and value is not None):
             out.setdefault(section, {})[key] = value
     for dotted, value in json.loads(plan.get("settings") or "{}").items():
-        node = out
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = NULL if value is None else value
+        put_dotted(out, dotted, NULL if value is None else value)
     return out
 
 
