@@ -163,7 +163,7 @@ def train_run(name: str, config: str, seed: int) -> dict:
     saved = (out / "config.yaml").read_text()
     recipe = re.search(r"^recipe: *(.+)$", saved, re.M)
     return {
-        "command": " ".join(args[:-4] + args[-2:] if CONFIGS[config] is None else args)
+        "command": " ".join(args[:-3] if CONFIGS[config] is None else args)  # default: the bare command
         .replace(str(ROOT) + "/", "")
         .replace(str(ROOT.parent) + "/", "../"),
         "recipe": recipe.group(1).strip() if recipe else None,
@@ -279,13 +279,19 @@ def render(results: dict, command: str) -> str:
         summary += [
             "",
             "Decision runs (seed 0; the recipe was chosen on validation, test shown for completeness). Prior "
-            "correction rows are the balanced run's logits minus log(w_c), evaluated post hoc:",
+            "correction rows are the balanced run's logits minus log(w_c), evaluated post hoc. Rows marked "
+            "`cand19` are the candidates tried for HAM10000's ACC target afterwards (`--set` on the default "
+            "command; post-hoc rows re-evaluate a finished run):",
             "",
             "| run | recipe / change | val AUC | val ACC | val BA | test AUC | test ACC | test BA |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for key, r in decision.items():
-            cells = [f"{r[s][k]:.3f}" for s in ("val", "test") for k in ("auc", "acc", "balanced_accuracy")]
+            cells = [  # a run stopped early has only its validation ACC at the epoch it reached
+                f"{r[s][k]:.3f}" if k in r.get(s, {}) else "-"
+                for s in ("val", "test")
+                for k in ("auc", "acc", "balanced_accuracy")
+            ]
             summary.append(f"| {key} | {r.get('recipe', '-')} | {' | '.join(cells)} |")
     return "\n".join(lines + summary)
 
