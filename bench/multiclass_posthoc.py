@@ -31,8 +31,8 @@ from medclass.checkpoint import load_model  # noqa: E402
 from medclass.data.sources import load_dataset  # noqa: E402
 from medclass.inference import predict_logits  # noqa: E402
 from medclass.metrics.classification import balanced_accuracy  # noqa: E402
-from medclass.metrics.medmnist import auc  # noqa: E402
-from medclass.trust.scaling import fit_vector_scaling  # noqa: E402
+from medclass.metrics.medmnist import acc, auc  # noqa: E402
+from medclass.trust.scaling import apply_calibration, fit_calibration  # noqa: E402
 
 SPLITS = ("val", "test")
 
@@ -53,16 +53,15 @@ def scores(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[
         pred = probs[s].argmax(1)
         out[s] = {
             "auc": round(auc(labels[s], probs[s], "multiclass"), 4),
-            "acc": round(float((pred == labels[s]).mean()), 4),
+            "acc": round(acc(labels[s], probs[s], "multiclass"), 4),
             "balanced_accuracy": round(balanced_accuracy(labels[s], pred, num_classes=probs[s].shape[1]), 4),
         }
     return out
 
 
 def scaled(fit_z: torch.Tensor, fit_y: np.ndarray, z: torch.Tensor) -> torch.Tensor:
-    """``z`` under the vector scaling fitted on ``(fit_z, fit_y)``."""
-    w, b = fit_vector_scaling(fit_z, torch.as_tensor(fit_y))
-    return z * torch.tensor(w, dtype=z.dtype) + torch.tensor(b, dtype=z.dtype)
+    """``z`` under the vector scaling fitted on ``(fit_z, fit_y)`` (``eval.calibration: vector``)."""
+    return apply_calibration(z, fit_calibration(fit_z, fit_y, "multiclass", "vector"))
 
 
 def crossfit_acc(z: torch.Tensor, y: np.ndarray, halvings: int = 5, seed: int = 0) -> float:
@@ -73,7 +72,7 @@ def crossfit_acc(z: torch.Tensor, y: np.ndarray, halvings: int = 5, seed: int = 
         idx = rng.permutation(len(y))
         a, b = idx[: len(y) // 2], idx[len(y) // 2 :]
         for fit, score in ((a, b), (b, a)):
-            accs.append(float((scaled(z[fit], y[fit], z[score]).argmax(1).numpy() == y[score]).mean()))
+            accs.append(acc(y[score], scaled(z[fit], y[fit], z[score]).numpy(), "multiclass"))
     return round(float(np.mean(accs)), 4)
 
 
@@ -85,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", nargs="*", choices=["shift", "hflip", "vflip"], help="TTA views instead of the runs'")
     parser.add_argument("--vector", action="store_true", help="vector scaling fitted on validation (one run)")
     args = parser.parse_args(argv)
+    if args.vector and len(args.runs) > 1:
+        parser.error("--vector scales one run's logits: give one run")
     torch.set_num_threads(1)
     ds = load_dataset(args.data, image_size=args.image_size)
     images = {s: ds.splits[s].images for s in SPLITS}
