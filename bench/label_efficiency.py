@@ -176,18 +176,31 @@ def summary(runs: dict[str, dict]) -> dict[str, Any] | None:
 
 
 def best_method(entry: dict | None, key: str) -> tuple[str, dict] | None:
-    """The method with the highest mean *validation* AUC at fraction ``key``, and its summary (``None``: no runs)."""
+    """The method with the highest mean *validation* AUC at fraction ``key``, and its summary (``None``: no runs).
+
+    Methods run on different seeds are compared on the seeds they all share (a one-seed validation
+    figure against a three-seed mean favours whichever seed happened to be easy); with no seed in
+    common, on all of each method's seeds. The summary returned covers all of the winner's seeds.
+    """
     if not entry:
         return None
-    found = []
+    cells = {}
     for method, fractions in entry.get("runs", {}).items():
-        s = summary(fractions.get(key, {}))
-        if s is not None and s["val_auc"] is not None:
-            found.append((s["val_auc"], method, s))
-    if not found:
+        runs = {
+            seed: r for seed, r in fractions.get(key, {}).items() if "error" not in r and r.get("val_auc") is not None
+        }
+        if runs:
+            cells[method] = runs
+    if not cells:
         return None
-    _, method, s = max(found, key=lambda t: t[0])
-    return method, s
+    shared = set.intersection(*(set(runs) for runs in cells.values()))
+
+    def val_auc(method: str) -> float:
+        runs = cells[method]
+        return statistics.mean(r["val_auc"] for seed, r in runs.items() if not shared or seed in shared)
+
+    method = max(cells, key=val_auc)
+    return method, summary(entry["runs"][method][key])
 
 
 def _cell(entry: dict | None, method: str, key: str) -> dict | None:

@@ -71,6 +71,18 @@ def test_best_method_is_chosen_on_validation_not_test(bench: ModuleType) -> None
     assert "| supervised | 10% (471) | 0.973 ± 0.003 |" in text
 
 
+def test_best_method_compares_methods_on_their_shared_seeds(bench: ModuleType) -> None:
+    """One lucky seed of ``semi`` must not beat three seeds of ``finetune`` that win on the seed they share."""
+    runs = {
+        "finetune": {"0.1": {s: _row(v, 0.95, 0.9, 47) for s, v in (("0", 0.90), ("1", 0.80), ("2", 0.80))}},
+        "semi": {"0.1": {"0": _row(0.88, 0.99, 0.9, 47)}},
+    }
+    method, summary = bench.best_method({"runs": runs}, "0.1")
+    assert method == "finetune" and summary["seeds"] == 3  # all seeds: semi's 0.88 would beat finetune's mean 0.833
+    runs["semi"]["0.1"] = {"3": _row(0.88, 0.99, 0.9, 47)}  # no seed in common: every seed counts
+    assert bench.best_method({"runs": runs}, "0.1")[0] == "semi"
+
+
 def test_missing_measurements_read_not_measured(bench: ModuleType) -> None:
     lines = bench.targets(_saved())
     by_start = {line.split(":")[0]: line for line in lines}
