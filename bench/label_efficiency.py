@@ -363,8 +363,9 @@ def render(saved: dict) -> str:
         "(the default command started from that encoder), `semi` (FixMatch, the other training images "
         "unlabelled) and `pretrain+semi` (both). One pretraining run per dataset and seed is shared by every "
         "fraction; the labelled subset is stratified and drawn with the run's seed. Test split, mean ± sd over "
-        "seeds; **recipe choices and the best method per fraction (bold) are made on validation only**, the "
-        "test figures are reported, never used to choose. CPU minutes: training epochs (`history.csv`) or, "
+        "seeds; **recipe choices and the best method per fraction (bold) are made on validation only** (methods "
+        "with different seeds compared on the seeds they share), the test figures are reported, never used to "
+        "choose. CPU minutes: training epochs (`history.csv`) or, "
         "for the probe, fitting it; pretraining minutes are those of the shared pretraining run. Reference rows "
         "use all labels: MedMNIST v2's ResNets and MedMNIST+'s frozen DINO ViT-B/16 linear probe (Doerrich et al. "
         "2024).",
@@ -385,7 +386,11 @@ def render(saved: dict) -> str:
         if pre:
             lines[-1] += f" Pretraining: {', '.join(sorted(pre))}, epochs {', '.join(map(str, sorted(epochs)))}."
         lines += ["", *table(dataset, entry), ""]
-    lines += ["Targets (best method chosen by mean validation AUC, its mean test figures shown):", "", *targets(saved)]
+    lines += [
+        "Targets (best method chosen by mean validation AUC on shared seeds, its mean test figures shown):",
+        "",
+        *targets(saved),
+    ]
     return "\n".join(lines)
 
 
