@@ -8,12 +8,14 @@ test splits; under ``shift`` every client's test images carry its own intensity 
 the local-only models' test AUC on their own client's test split (mean and best), MB per round (the model sent to
 and received from every client), the clients' CPU minutes (their processes' CPU time, reported in their replies),
 and the wall minutes. Results are saved after every run to ``bench/results/federated.json``; runs already recorded
-are skipped, so a killed bench resumes. ``BENCHMARKS.md`` (section ``federated``) is rewritten from it.
+are skipped, so a killed bench resumes. ``BENCHMARKS.md`` (section ``federated``) is rewritten from it. Runs of
+another schedule go under ``--tag`` (``pneumoniamnist [20 rounds]``), apart from the default one's.
 
 Usage:
     OMP_NUM_THREADS=1 nice -n 10 python bench/federated.py [--datasets pneumoniamnist] [--seeds 0] \
         [--partitions iid dirichlet:0.3 shift] [--strategies fedavg fedprox fedadam fedbn] [--rounds 10] \
-        [--local-epochs 2] [--clients 5]
+        [--local-epochs 2] [--clients 5] [--tag "20 rounds"] [--results FILE] [--out DIR]
+    python bench/federated.py --merge FILE [FILE ...]   # parallel benches' results files into the saved results
     python bench/federated.py --render
 """
 

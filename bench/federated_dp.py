@@ -15,7 +15,9 @@ not copied.
 
 Usage:
     OMP_NUM_THREADS=1 python bench/federated_dp.py [--data pneumoniamnist] [--seeds 0 1 2] [--rounds 10] \
-        [--local-epochs 2] [--eps 8] [--model smallcnn_tiny] [--public ../shared/data/mednist --public-epochs 5]
+        [--local-epochs 2] [--eps 8] [--model smallcnn_tiny] [--public ../shared/data/mednist --public-epochs 5] \
+        [--results FILE] [--out DIR]
+    python bench/federated_dp.py --merge FILE [FILE ...]   # parallel benches' results files, then render
     python bench/federated_dp.py --render
 """
 
@@ -147,6 +149,17 @@ def render(saved: dict) -> str:
     return "\n".join(lines)
 
 
+def merge(into: dict, other: dict) -> None:
+    """Add ``other``'s commands and runs to ``into`` (runs of ``into`` win unless they failed)."""
+    into["commands"] = [*dict.fromkeys([*into.get("commands", []), *other.get("commands", [])])]
+    into.setdefault("machine", other.get("machine"))
+    for key, seeds in other.get("results", {}).items():
+        cell = into.setdefault("results", {}).setdefault(key, {})
+        for seed, row in seeds.items():
+            if seed not in cell or "error" in cell[seed]:
+                cell[seed] = row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="pneumoniamnist")
@@ -162,9 +175,16 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", choices=["plain", "dp"], default=["plain", "dp"])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-federated-dp")
     ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from saved results")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="results file (several benches in parallel)")
+    ap.add_argument("--merge", type=Path, nargs="+", help="merge these results files into --results, then render")
     args = ap.parse_args()
-    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": {}}
-    if not args.render:
+    results = args.results
+    saved = json.loads(results.read_text()) if results.exists() else {"results": {}}
+    for other in args.merge or []:
+        merge(saved, json.loads(other.read_text()))
+    if args.merge:
+        results.write_text(json.dumps(saved, indent=1) + "\n")
+    if not args.render and not args.merge:
         command = "OMP_NUM_THREADS=1 python bench/federated_dp.py " + " ".join(sys.argv[1:])
         saved["commands"] = [*dict.fromkeys([*saved.get("commands", []), command])]
         sys.path.insert(0, str(ROOT / "bench"))
@@ -186,7 +206,8 @@ def main() -> None:
                     cell[str(seed)] = one_run(kind == "dp", seed, args)
                 except Exception as err:  # noqa: BLE001 - recorded, the bench goes on
                     cell[str(seed)] = {"error": f"{type(err).__name__}: {err}"}
-                RESULTS.write_text(json.dumps(saved, indent=1) + "\n")
+                results.parent.mkdir(parents=True, exist_ok=True)
+                results.write_text(json.dumps(saved, indent=1) + "\n")
                 print(f"[federated-dp]   {json.dumps(cell[str(seed)])[:300]}", flush=True)
     sys.path.insert(0, str(ROOT / "bench"))
     from benchmd import update_section

@@ -53,3 +53,22 @@ def test_dirichlet_target_needs_the_best_strategy_ahead_on_every_client(bench: M
     parts["dirichlet:0.3"]["fedavg"]["1"]["local_auc"][0] = 0.96
     (line,) = [x for x in bench._targets("breastmnist", parts, 0.97, NAN) if "local-only" in x]
     assert "ahead in 4 of 4" in line and line.endswith(": met")
+
+
+def test_dp_merge_keeps_recorded_runs_and_replaces_failed_ones() -> None:
+    spec = importlib.util.spec_from_file_location("federated_dp_bench", REPO / "bench" / "federated_dp.py")
+    dp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dp)
+    into = {"commands": ["a"], "results": {"dp eps 8|m|10 x 4": {"0": {"auc": 0.94}, "1": {"error": "killed"}}}}
+    other = {
+        "commands": ["a", "b"],
+        "machine": "cpu",
+        "results": {
+            "dp eps 8|m|10 x 4": {"0": {"auc": 0.5}, "1": {"auc": 0.93}},
+            "plain|m|10 x 4": {"1": {"auc": 0.97}},
+        },
+    }
+    dp.merge(into, other)
+    assert into["commands"] == ["a", "b"] and into["machine"] == "cpu"
+    assert into["results"]["dp eps 8|m|10 x 4"] == {"0": {"auc": 0.94}, "1": {"auc": 0.93}}
+    assert into["results"]["plain|m|10 x 4"] == {"1": {"auc": 0.97}}
