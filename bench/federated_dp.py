@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -185,7 +186,7 @@ def main() -> None:
     if args.merge:
         results.write_text(json.dumps(saved, indent=1) + "\n")
     if not args.render and not args.merge:
-        command = "OMP_NUM_THREADS=1 python bench/federated_dp.py " + " ".join(sys.argv[1:])
+        command = "OMP_NUM_THREADS=1 python bench/federated_dp.py " + shlex.join(sys.argv[1:])
         saved["commands"] = [*dict.fromkeys([*saved.get("commands", []), command])]
         sys.path.insert(0, str(ROOT / "bench"))
         from machine import cpu_description
@@ -209,6 +210,9 @@ def main() -> None:
                 results.parent.mkdir(parents=True, exist_ok=True)
                 results.write_text(json.dumps(saved, indent=1) + "\n")
                 print(f"[federated-dp]   {json.dumps(cell[str(seed)])[:300]}", flush=True)
+    if results.resolve() != RESULTS.resolve():
+        print(f"results in {results}; BENCHMARKS.md is written from {RESULTS.name} (--merge {results})")
+        return
     sys.path.insert(0, str(ROOT / "bench"))
     from benchmd import update_section
 
