@@ -1,7 +1,10 @@
-"""Write one benchmark's section of ``BENCHMARKS.md``, between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+"""Write one benchmark's section of ``BENCHMARKS.md`` (between ``<!-- name:start -->`` and ``<!-- name:end -->``); load
+its saved results."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 PATH = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -18,3 +21,16 @@ def update_section(name: str, heading: str, body: str, path: Path = PATH) -> Non
     else:
         text = text.rstrip() + f"\n\n## {heading}\n\n{block}\n"
     path.write_text(text)
+
+
+def load_results(path: Path, merge_from: list[Path] | None, merge: Callable[[dict, dict], None]) -> dict:
+    """A bench's saved results (``{"results": {}}`` if none), with the files of ``merge_from`` merged in and saved.
+
+    Benches run in parallel write their own ``--results`` files; ``--merge`` brings them into the main one.
+    """
+    saved = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    for other in merge_from or []:
+        merge(saved, json.loads(other.read_text()))
+    if merge_from:
+        path.write_text(json.dumps(saved, indent=1) + "\n")
+    return saved

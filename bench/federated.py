@@ -342,16 +342,14 @@ def main() -> None:
     from medclass.cli.common import set_options
 
     args.settings = set_options(args.set)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchmd import load_results, update_section
+
     results = args.results
-    saved = json.loads(results.read_text()) if results.exists() else {"results": {}}
-    for other in args.merge or []:
-        merge(saved, json.loads(other.read_text()))
-    if args.merge:
-        results.write_text(json.dumps(saved, indent=1) + "\n")
+    saved = load_results(results, args.merge, merge)
     if not args.render and not args.merge:
         command = "OMP_NUM_THREADS=1 nice -n 10 python bench/federated.py " + shlex.join(sys.argv[1:])
         saved["commands"] = [*dict.fromkeys([*saved.get("commands", []), command])]
-        sys.path.insert(0, str(ROOT / "bench"))
         from machine import cpu_description
 
         saved["machine"] = (
@@ -388,9 +386,6 @@ def main() -> None:
     if results.resolve() != RESULTS.resolve():
         print(f"results in {results}; BENCHMARKS.md is written from {RESULTS.name} (--merge {results})")
         return
-    sys.path.insert(0, str(ROOT / "bench"))
-    from benchmd import update_section
-
     update_section(SECTION, "Federated learning", render(saved))
 
 

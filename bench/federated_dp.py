@@ -179,16 +179,14 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=RESULTS, help="results file (several benches in parallel)")
     ap.add_argument("--merge", type=Path, nargs="+", help="merge these results files into --results, then render")
     args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchmd import load_results, update_section
+
     results = args.results
-    saved = json.loads(results.read_text()) if results.exists() else {"results": {}}
-    for other in args.merge or []:
-        merge(saved, json.loads(other.read_text()))
-    if args.merge:
-        results.write_text(json.dumps(saved, indent=1) + "\n")
+    saved = load_results(results, args.merge, merge)
     if not args.render and not args.merge:
         command = "OMP_NUM_THREADS=1 python bench/federated_dp.py " + shlex.join(sys.argv[1:])
         saved["commands"] = [*dict.fromkeys([*saved.get("commands", []), command])]
-        sys.path.insert(0, str(ROOT / "bench"))
         from machine import cpu_description
 
         saved["machine"] = (
@@ -213,9 +211,6 @@ def main() -> None:
     if results.resolve() != RESULTS.resolve():
         print(f"results in {results}; BENCHMARKS.md is written from {RESULTS.name} (--merge {results})")
         return
-    sys.path.insert(0, str(ROOT / "bench"))
-    from benchmd import update_section
-
     update_section(SECTION, "Federated learning with differential privacy", render(saved))
 
 

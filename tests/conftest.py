@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -53,6 +56,21 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 
 # ------------------------------------------------------------------------------------ synthetic data
+
+
+def _import_bench(name: str) -> ModuleType:
+    """The benchmark script ``bench/<name>.py`` imported as a module (``bench/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def import_bench() -> Callable[[str], ModuleType]:
+    """``import_bench("federated")``: a benchmark script of ``bench/`` as a module."""
+    return _import_bench
 
 
 def synth_labels(task: str, n: int, rng: np.random.Generator, *, num_classes: int, num_labels: int) -> np.ndarray:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 NAN = float("nan")
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    """The benchmark script imported as a module (``bench/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("federated_bench", REPO / "bench" / "federated.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(import_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return import_bench("federated")
 
 
 def _dirichlet() -> dict:
@@ -55,10 +47,8 @@ def test_dirichlet_target_needs_the_best_strategy_ahead_on_every_client(bench: M
     assert "ahead in 4 of 4" in line and line.endswith(": met")
 
 
-def test_dp_merge_keeps_recorded_runs_and_replaces_failed_ones() -> None:
-    spec = importlib.util.spec_from_file_location("federated_dp_bench", REPO / "bench" / "federated_dp.py")
-    dp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dp)
+def test_dp_merge_keeps_recorded_runs_and_replaces_failed_ones(import_bench: Callable[[str], ModuleType]) -> None:
+    dp = import_bench("federated_dp")
     into = {"commands": ["a"], "results": {"dp eps 8|m|10 x 4": {"0": {"auc": 0.94}, "1": {"error": "killed"}}}}
     other = {
         "commands": ["a", "b"],

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -13,13 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    """The benchmark script imported as a module (``bench/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("label_efficiency", REPO / "bench" / "label_efficiency.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(import_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return import_bench("label_efficiency")
 
 
 def _row(val: float, test: float, acc: float, labels: int, **extra: float) -> dict:
