@@ -150,11 +150,16 @@ def broadcast(value: Any, world: World) -> Any:
 
 
 def teardown(world: World) -> None:
-    """Leave the process group (after the last collective)."""
+    """Leave the process group (after the last collective).
+
+    A barrier first: no rank destroys its gloo pairs while another still has a collective in flight (that aborts the
+    process with ``terminate called without an active exception``).
+    """
     if world.size > 1:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 
