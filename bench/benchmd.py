@@ -23,6 +23,24 @@ def update_section(name: str, heading: str, body: str, path: Path = PATH) -> Non
     path.write_text(text)
 
 
+def merge_saved(into: dict, other: dict, depth: int) -> None:
+    """Add ``other``'s commands, machine and runs to ``into``; a bench's results nest ``depth`` keys down to a seed.
+
+    A recorded run of ``into`` wins, unless it failed (``"error"`` in its row).
+    """
+    into["commands"] = [*dict.fromkeys([*into.get("commands", []), *other.get("commands", [])])]
+    into.setdefault("machine", other.get("machine"))
+
+    def fill(mine: dict, theirs: dict, level: int) -> None:
+        for key, value in theirs.items():
+            if level > 1:
+                fill(mine.setdefault(key, {}), value, level - 1)
+            elif key not in mine or "error" in mine[key]:
+                mine[key] = value
+
+    fill(into.setdefault("results", {}), other.get("results", {}), depth)
+
+
 def load_results(path: Path, merge_from: list[Path] | None, merge: Callable[[dict, dict], None]) -> dict:
     """A bench's saved results (``{"results": {}}`` if none), with the files of ``merge_from`` merged in and saved.
 

@@ -220,7 +220,8 @@ def _auc(parts: dict, partition: str, method: str) -> float:
 def _targets(data: str, parts: dict, pooled: float, pooled_bacc: float) -> list[str]:
     """The issue's targets that these runs can check, each met or not (IID and CPU time: PneumoniaMNIST's)."""
     out = []
-    if "iid" in parts and data.split(" [")[0] == "pneumoniamnist":
+    pneumonia = data.split(" [")[0] == "pneumoniamnist"  # tagged keys too: ``pneumoniamnist [20 rounds]``
+    if "iid" in parts and pneumonia:
         fedavg = _auc(parts, "iid", "fedavg")
         out.append(f"- IID FedAvg within 0.005 of pooled: {fedavg:.3f} vs {pooled:.3f}: "
                    f"{'met' if round(pooled - fedavg, 4) <= 0.005 else 'not met'}")  # fmt: skip
@@ -252,7 +253,7 @@ def _targets(data: str, parts: dict, pooled: float, pooled_bacc: float) -> list[
         out.append(f"- shift: FedBN >= FedAvg on each client's own test (FedBN's model with that client's batch norm): "
                    f"{bn:.3f} vs {avg:.3f}: {'met' if bn >= avg else 'not met'}")  # fmt: skip
     runs = [r for m in parts.values() for s in m.values() for r in s.values() if "curve" in r and r.get("cpu_minutes")]
-    if runs and data.split(" [")[0] == "pneumoniamnist":
+    if runs and pneumonia:
         per_round = _mean([r["cpu_minutes"] / len(r["curve"]) for r in runs])
         verdict = "met" if 20 * per_round <= 15 else "not met"
         how = "measured" if all(len(r["curve"]) == 20 for r in runs) else "extrapolated"
@@ -295,17 +296,11 @@ def _gap_closed(methods: dict, pooled_bacc: float) -> list[str]:
 
 
 def merge(into: dict, other: dict) -> None:
-    """Add ``other``'s commands, setup and runs to ``into`` (runs of ``into`` win)."""
-    into["commands"] = [*dict.fromkeys([*into.get("commands", []), *other.get("commands", [])])]
-    into.setdefault("machine", other.get("machine"))
+    """Add ``other``'s commands, setup and runs (data, partition, method, seed) to ``into`` (runs of ``into`` win)."""
+    from benchmd import merge_saved
+
     into.setdefault("setup", {}).update({k: v for k, v in other.get("setup", {}).items() if k not in into["setup"]})
-    for data, parts in other.get("results", {}).items():
-        for partition, methods in parts.items():
-            for method, seeds in methods.items():
-                cell = into["results"].setdefault(data, {}).setdefault(partition, {}).setdefault(method, {})
-                for seed, row in seeds.items():
-                    if seed not in cell or "error" in cell[seed]:
-                        cell[seed] = row
+    merge_saved(into, other, depth=4)
 
 
 def main() -> None:

@@ -151,14 +151,10 @@ def render(saved: dict) -> str:
 
 
 def merge(into: dict, other: dict) -> None:
-    """Add ``other``'s commands and runs to ``into`` (runs of ``into`` win unless they failed)."""
-    into["commands"] = [*dict.fromkeys([*into.get("commands", []), *other.get("commands", [])])]
-    into.setdefault("machine", other.get("machine"))
-    for key, seeds in other.get("results", {}).items():
-        cell = into.setdefault("results", {}).setdefault(key, {})
-        for seed, row in seeds.items():
-            if seed not in cell or "error" in cell[seed]:
-                cell[seed] = row
+    """Add ``other``'s commands and runs (setting, seed) to ``into`` (runs of ``into`` win unless they failed)."""
+    from benchmd import merge_saved
+
+    merge_saved(into, other, depth=2)
 
 
 def main() -> None:

@@ -59,7 +59,12 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 
 def _import_bench(name: str) -> ModuleType:
-    """The benchmark script ``bench/<name>.py`` imported as a module (``bench/`` is not a package)."""
+    """The benchmark script ``bench/<name>.py`` imported as a module (``bench/`` is not a package).
+
+    ``bench/`` goes on ``sys.path`` as when the script runs, for its imports of the shared bench helpers.
+    """
+    if str(REPO / "bench") not in sys.path:
+        sys.path.insert(0, str(REPO / "bench"))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
