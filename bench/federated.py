@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "federated.json"
 SECTION = "federated"
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn", "fedavgm")
 
 
 def federated_run(data: str, partition: str, strategy: str, seed: int, args: argparse.Namespace, baseline: bool):
@@ -58,6 +58,7 @@ def federated_run(data: str, partition: str, strategy: str, seed: int, args: arg
         baseline=baseline,
         mu=args.mu,
         server_lr=args.server_lr,
+        server_momentum=args.server_momentum,
         settings=args.settings,
     )
     m = run.metrics
@@ -313,7 +314,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--local-epochs", type=int, default=2)
     ap.add_argument("--mu", type=float, default=0.01)
-    ap.add_argument("--server-lr", type=float, default=0.01)
+    ap.add_argument("--server-lr", type=float, help="server learning rate (default: the strategy's)")
+    ap.add_argument("--server-momentum", type=float, default=0.9)
     ap.add_argument("--image-size", type=int, help="resize the images to this side (default: as stored)")
     ap.add_argument("--batch-size", type=int, help="batch size of the clients and of pooled training (default: recipe)")
     ap.add_argument("--no-pooled", action="store_true")

@@ -266,7 +266,8 @@ def federate(
     image_size: int | None = None,
     seed: int = 0,
     mu: float = 0.01,
-    server_lr: float = 0.01,
+    server_lr: float | None = None,
+    server_momentum: float = 0.9,
     min_clients: int | None = None,
     baseline: bool = True,
     resume: bool = False,
@@ -285,7 +286,7 @@ def federate(
         data: Catalog name, ``.npz``, folder or CSV manifest, shared out among the clients.
         clients: Number of clients (with ``partition="column:NAME"``, 0 means one per site).
         partition: ``iid``, ``dirichlet:ALPHA``, ``quantity:ALPHA``, ``shift`` or ``column:NAME``.
-        strategy: ``fedavg``, ``fedprox``, ``fedadam`` or ``fedbn``.
+        strategy: ``fedavg``, ``fedprox``, ``fedadam``, ``fedbn`` or ``fedavgm`` (FedAvg with server momentum).
         rounds: Rounds of federated training.
         local_epochs: Local passes over each client's training split per round.
         out: Run folder (default ``runs/<data>-fed-<strategy>-<time>``).
@@ -296,7 +297,8 @@ def federate(
         image_size: Resize images to this side.
         seed: Seed of the partition, the initial model and the clients' shuffles.
         mu: FedProx's proximal weight.
-        server_lr: FedAdam's server learning rate.
+        server_lr: The server learning rate of ``fedadam`` (default 0.01) and ``fedavgm`` (default 1).
+        server_momentum: FedAvgM's server momentum.
         min_clients: Clients that must answer for a round to count (default: all).
         baseline: Also train and test each client's local-only model.
         resume: Continue the federation in ``out`` after its last completed round.
@@ -333,6 +335,7 @@ def federate(
         lr=lr,
         mu=mu,
         server_lr=server_lr,
+        server_momentum=server_momentum,
         min_clients=min_clients or max(1, clients),
         seed=seed,
         model=model,

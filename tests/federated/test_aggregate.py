@@ -12,6 +12,7 @@ from medclass.federated.aggregate import (
     batchnorm_keys,
     check_strategy,
     fedadam_step,
+    fedavgm_step,
     parameter_keys,
     proximal_term,
     shared_keys,
@@ -98,6 +99,25 @@ def test_fedadam_two_steps_by_hand() -> None:
     restored = AdamState()
     restored.load(opt.tensors(), opt.step)
     assert torch.equal(restored.m["w"], opt.m["w"]) and torch.equal(restored.v["w"], opt.v["w"])
+
+
+def test_fedavgm_two_steps_by_hand() -> None:
+    g = {"w": torch.tensor([1.0]), "bn.running_mean": torch.tensor([0.0])}
+    avg = {"w": torch.tensor([1.5]), "bn.running_mean": torch.tensor([2.0])}
+    opt = AdamState(lr=2.0)
+    out = fedavgm_step(g, avg, {"w"}, opt, momentum=0.5)
+    assert float(out["w"]) == pytest.approx(1.0 + 2.0 * 0.5)  # m = delta = 0.5
+    assert float(out["bn.running_mean"]) == 2.0  # statistics: averaged, not stepped
+    out2 = fedavgm_step(out, {**avg, "w": torch.tensor([2.0 - 0.2])}, {"w"}, opt, momentum=0.5)  # delta -0.2
+    assert float(out2["w"]) == pytest.approx(2.0 + 2.0 * (0.5 * 0.5 - 0.2))
+    assert opt.step == 2
+
+
+def test_fedavgm_without_momentum_at_server_lr_1_is_fedavg() -> None:
+    g = {"w": torch.randn(3, 4), "b": torch.randn(4)}
+    avg = {"w": torch.randn(3, 4), "b": torch.randn(4)}
+    out = fedavgm_step(g, avg, {"w", "b"}, AdamState(lr=1.0), momentum=0.0)
+    assert all(torch.allclose(out[k], avg[k], atol=1e-6) for k in avg)
 
 
 def test_strategy_names() -> None:

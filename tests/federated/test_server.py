@@ -64,12 +64,12 @@ def _settings(out: Path, **kw) -> ServerSettings:
     return ServerSettings(out=str(out), batch_size=16, baseline=False, timeout=1, **kw)
 
 
-@pytest.mark.parametrize("strategy", ["fedadam", "fedprox"])
+@pytest.mark.parametrize("strategy", ["fedadam", "fedprox", "fedavgm"])
 def test_rounds_of_a_strategy_and_messages_carry_no_data(data: Path, tmp_path: Path, strategy: str) -> None:
     grid = FakeGrid(_sources(data, 2))
     section = run_rounds(grid, _settings(tmp_path / "run", rounds=2, strategy=strategy, min_clients=2))
     state = json.loads((tmp_path / "run" / "state.json").read_text())
-    assert state["round"] == 2 and state["adam_step"] == (2 if strategy == "fedadam" else 0)
+    assert state["round"] == 2 and state["adam_step"] == (0 if strategy == "fedprox" else 2)
     assert [r["clients"] for r in section["history"]] == [2, 2]
     assert (tmp_path / "run" / "model.safetensors").is_file()
     for msg in grid.sent:  # the plan, the model and counts: never a path or an image
@@ -114,6 +114,14 @@ def test_the_plan_holds_what_clients_train_by() -> None:
     assert set(plan) == set(PLAN_KEYS) and plan["mu"] == 0.5
     assert all(v is not None for v in plan.values())  # Flower's records hold no None
     assert ServerSettings(out="x", strategy="fedavg", mu=0.5).plan()["mu"] == 0.0
+
+
+def test_server_optimiser_defaults_per_strategy_and_one_line_errors() -> None:
+    assert ServerSettings(out="x", strategy="fedadam").server_lr == 0.01
+    assert ServerSettings(out="x", strategy="fedavgm").server_lr == 1.0
+    assert ServerSettings(out="x", strategy="fedavgm", server_lr=3.0).server_lr == 3.0
+    with pytest.raises(ConfigError, match="server_momentum < 1, got 1.0 and 1.5"):
+        ServerSettings(out="x", strategy="fedavgm", server_momentum=1.5)
 
 
 def test_resume_continues_after_the_last_completed_round(data: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from medclass.cli.common import set_options
 from medclass.errors import ConfigError
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn", "fedavgm")
 
 
 def cmd_federate(args: argparse.Namespace) -> int:
@@ -39,6 +39,7 @@ def cmd_federate(args: argparse.Namespace) -> int:
         seed=args.seed,
         mu=args.mu,
         server_lr=args.server_lr,
+        server_momentum=args.server_momentum,
         min_clients=args.min_clients,
         baseline=not args.no_baseline,
         resume=args.resume,
@@ -72,6 +73,7 @@ def _server(args: argparse.Namespace) -> int:
         lr=args.lr,
         mu=args.mu,
         server_lr=args.server_lr,
+        server_momentum=args.server_momentum,
         min_clients=args.min_clients or 2,
         seed=args.seed,
         model=args.model,
@@ -169,7 +171,10 @@ def add_federate_command(sub: Any, parents: list[argparse.ArgumentParser], forma
     p.add_argument("--image-size", type=int, help="resize images to this side")
     p.add_argument("--seed", type=int, default=0, help="seed of the partition, the model and the shuffles")
     p.add_argument("--mu", type=float, default=0.01, help="FedProx's proximal weight")
-    p.add_argument("--server-lr", type=float, default=0.01, help="FedAdam's server learning rate")
+    p.add_argument(
+        "--server-lr", type=float, help="server learning rate of fedadam and fedavgm (default: 0.01 and 1)"
+    )
+    p.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm's server momentum")
     p.add_argument("--no-baseline", action="store_true", help="skip each client's local-only baseline")
     p.add_argument(
         "--dp-epsilon",

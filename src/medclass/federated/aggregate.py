@@ -1,11 +1,11 @@
-"""Aggregation as pure functions over ``state_dict``\\s: FedAvg, FedBN's local keys, FedProx's term, FedAdam.
+"""Aggregation as pure functions over ``state_dict``\\s: FedAvg, FedBN's local keys, FedProx's term, FedAdam, FedAvgM.
 
 Every tensor of a ``state_dict`` is handled on purpose, not only ``parameters()``: batch-norm running means and
 variances are averaged like weights (averaging parameters alone would silently leave every client its own
 statistics, which is FedBN), and the integer ``num_batches_tracked`` is averaged and rounded back to an integer.
 FedBN names the batch-norm tensors (:func:`batchnorm_keys`) that never leave a client. FedAdam (Reddi et al., 2021)
 steps the model's parameters with Adam on the pseudo-gradient ``mean(client) - global``; its statistics (buffers)
-are plain averages.
+are plain averages. FedAvgM (Hsu et al., 2019) steps them with server momentum on the same pseudo-gradient.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn", "fedavgm")
+
+#: The server learning rate of each strategy with a server optimiser, when none is given.
+SERVER_LR = {"fedadam": 0.01, "fedavgm": 1.0}
 
 State = dict[str, torch.Tensor]
 
@@ -110,7 +113,7 @@ def add_proximal_gradient(model: nn.Module, anchor: State, mu: float) -> list[to
 
 @dataclass
 class AdamState:
-    """FedAdam's server optimiser: moments ``m``, ``v`` per parameter key and the step count."""
+    """The server optimiser's state: FedAdam's moments ``m``, ``v`` (FedAvgM's velocity in ``m``) and the step count."""
 
     lr: float = 0.01
     beta1: float = 0.9
@@ -154,4 +157,30 @@ def fedadam_step(global_state: State, average: State, params: set[str], opt: Ada
         v = opt.beta2 * opt.v.get(key, torch.zeros_like(delta)).double() + (1 - opt.beta2) * delta * delta
         opt.m[key], opt.v[key] = m.float(), v.float()
         out[key] = (w.double() + opt.lr * m / (v.sqrt() + opt.tau)).to(w.dtype)
+    return out
+
+
+def fedavgm_step(global_state: State, average: State, params: set[str], opt: AdamState, momentum: float) -> State:
+    """One FedAvgM step: parameters move by momentum on ``delta = average - global``; buffers take ``average``.
+
+    ``m = momentum * m + delta`` (``m`` starting at 0), ``w = w + lr * m``. With ``lr = 1`` and ``momentum = 0``
+    this is FedAvg. Updates ``opt`` in place (``opt.m`` holds the velocity; ``opt.v`` is unused).
+
+    Args:
+        global_state: The model before the round.
+        average: :func:`weighted_average` of the clients' models.
+        params: Keys that are parameters (:func:`parameter_keys`); other keys are statistics.
+        opt: The server optimiser's state (its ``lr`` is the server learning rate).
+        momentum: The server momentum in ``[0, 1)``.
+    """
+    out: State = {}
+    opt.step += 1
+    for key, w in global_state.items():
+        if key not in params or key not in average:
+            out[key] = average.get(key, w).clone()
+            continue
+        delta = average[key].double() - w.double()
+        m = momentum * opt.m.get(key, torch.zeros_like(delta)).double() + delta
+        opt.m[key] = m.float()
+        out[key] = (w.double() + opt.lr * m).to(w.dtype)
     return out

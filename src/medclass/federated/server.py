@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from medclass.federated.aggregate import AdamState, check_strategy, fedadam_step, parameter_keys, weighted_average
+from medclass.federated.aggregate import (
+    SERVER_LR,
+    AdamState,
+    check_strategy,
+    fedadam_step,
+    fedavgm_step,
+    parameter_keys,
+    weighted_average,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +49,13 @@ class ServerSettings:
     Attributes:
         out: The run folder.
         rounds: Rounds of federated training.
-        strategy: ``fedavg``, ``fedprox``, ``fedadam`` or ``fedbn``.
+        strategy: ``fedavg``, ``fedprox``, ``fedadam``, ``fedbn`` or ``fedavgm``.
         local_epochs: Passes over its training split each client makes per round.
         lr: Clients' learning rate at round 1 (cosine to 1/20 of it by the last round); ``None``: the recipe's.
         mu: FedProx's proximal weight.
-        server_lr: FedAdam's server learning rate.
+        server_lr: The server learning rate of ``fedadam`` and ``fedavgm``; ``None``: the strategy's own
+            (:data:`~medclass.federated.aggregate.SERVER_LR`).
+        server_momentum: FedAvgM's server momentum.
         min_clients: Clients that must answer for a round to count (and connect before it starts).
         seed: Seed of the initial model and of every client's shuffle.
         model: Architecture (registry name); ``None``: the recipe's.
@@ -74,7 +84,8 @@ class ServerSettings:
     local_epochs: int = 1
     lr: float | None = None
     mu: float = 0.01
-    server_lr: float = 0.01
+    server_lr: float | None = None
+    server_momentum: float = 0.9
     min_clients: int = 2
     seed: int = 0
     model: str | None = None
@@ -96,6 +107,13 @@ class ServerSettings:
         from medclass.errors import ConfigError
 
         self.strategy = check_strategy(self.strategy)
+        if self.server_lr is None:
+            self.server_lr = SERVER_LR.get(self.strategy, 1.0)
+        if self.server_lr <= 0 or not 0 <= self.server_momentum < 1:
+            raise ConfigError(
+                f"server optimiser: need server_lr > 0 and 0 <= server_momentum < 1, got {self.server_lr} and "
+                f"{self.server_momentum}"
+            )
         for name in ("rounds", "local_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: need at least 1, got {getattr(self, name)}")
@@ -115,8 +133,8 @@ class ServerSettings:
 
             if self.strategy in ("fedprox", "fedbn"):
                 raise ConfigError(
-                    f"strategy {self.strategy} with differential privacy: use fedavg or fedadam (DP models have "
-                    "GroupNorm, no batch statistics to keep local, and DP-SGD takes no proximal term)"
+                    f"strategy {self.strategy} with differential privacy: use fedavg, fedadam or fedavgm (DP models "
+                    "have GroupNorm, no batch statistics to keep local, and DP-SGD takes no proximal term)"
                 )
             privacy_config(self.plan())  # checks delta and the clip norm
 
@@ -313,7 +331,12 @@ def run_rounds(grid: Any, settings: ServerSettings) -> dict[str, Any]:
         states = [m.content["arrays"].to_torch_state_dict() for m in replies]
         metrics = [_metrics(m) for m in replies]
         average = weighted_average(states, [m["num-examples"] for m in metrics], list(state))
-        state = fedadam_step(state, average, params, adam) if settings.strategy == "fedadam" else average
+        if settings.strategy == "fedadam":
+            state = fedadam_step(state, average, params, adam)
+        elif settings.strategy == "fedavgm":
+            state = fedavgm_step(state, average, params, adam, settings.server_momentum)
+        else:
+            state = average
         nbytes = sum(int(t.numel() * t.element_size()) for t in state.values())
         mb.append(round(nbytes * (len(nodes) + len(replies)) / 1e6, 3))
         if pending is not None:  # the clients evaluated the model of the previous round before training on it
