@@ -171,9 +171,7 @@ def add_federate_command(sub: Any, parents: list[argparse.ArgumentParser], forma
     p.add_argument("--image-size", type=int, help="resize images to this side")
     p.add_argument("--seed", type=int, default=0, help="seed of the partition, the model and the shuffles")
     p.add_argument("--mu", type=float, default=0.01, help="FedProx's proximal weight")
-    p.add_argument(
-        "--server-lr", type=float, help="server learning rate of fedadam and fedavgm (default: 0.01 and 1)"
-    )
+    p.add_argument("--server-lr", type=float, help="server learning rate of fedadam and fedavgm (default: 0.01 and 1)")
     p.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm's server momentum")
     p.add_argument("--no-baseline", action="store_true", help="skip each client's local-only baseline")
     p.add_argument(
