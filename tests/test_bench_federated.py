@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -62,3 +63,60 @@ def test_dp_merge_keeps_recorded_runs_and_replaces_failed_ones(import_bench: Cal
     assert into["commands"] == ["a", "b"] and into["machine"] == "cpu"
     assert into["results"]["dp eps 8|m|10 x 4"] == {"0": {"auc": 0.94}, "1": {"auc": 0.93}}
     assert into["results"]["plain|m|10 x 4"] == {"1": {"auc": 0.97}}
+
+
+def _ham() -> tuple[dict, dict]:
+    """Dirichlet 0.5 rows of two strategies over two seeds, and pooled runs with (seed 0, 1) and without (2) per-client
+    figures."""
+    methods = {
+        "fedavg": {
+            "0": {"bacc": 0.30, "client_bacc": [0.5, 0.3], "local_bacc": [0.2, 0.2]},
+            "1": {"bacc": 0.30, "client_bacc": [0.4, 0.4], "local_bacc": [0.3, 0.1]},
+            "2": {"bacc": 0.30, "client_bacc": [0.9, 0.9], "local_bacc": [0.0, 0.0]},
+        },
+        "fedprox": {"0": {"bacc": 0.99, "client_bacc": [0.3, 0.3]}, "1": {"bacc": 0.99, "client_bacc": [0.3, 0.3]}},
+    }
+    pooled = {
+        "0": {"bacc": 0.9, "client_bacc": {"dirichlet:0.5": [0.6, 0.6]}},
+        "1": {"bacc": 0.9, "client_bacc": {"dirichlet:0.5": [0.6, 0.6]}},
+        "2": {"bacc": 0.9},
+    }
+    return methods, pooled
+
+
+def test_dermoscopy_gap_compares_all_three_on_each_clients_own_test(bench: ModuleType) -> None:
+    methods, pooled = _ham()
+    fair = bench.gap_closed_own_tests(methods, pooled, "dirichlet:0.5")
+    # seeds 0 and 1 only (seed 2 has no pooled per-client figures): local 0.2, pooled 0.6, fedavg 0.4, fedprox 0.3
+    assert fair["seeds"] == ["0", "1"] and fair["best"] == "fedavg"
+    assert fair["local"] == pytest.approx(0.2) and fair["pooled"] == pytest.approx(0.6)
+    assert fair["fed"] == pytest.approx(0.4) and fair["closed"] == pytest.approx(0.5)
+    (line,) = bench._gap_closed(methods, 0.9, pooled)
+    assert "own test" in line and "closes 50%" in line and line.endswith("not met")
+    (old,) = bench._gap_closed(methods, 0.9, {"0": {"bacc": 0.9}})  # older results: the mixed measure, said so
+    assert "mixed comparison" in old and "fedprox" in old
+
+
+def test_pooled_model_is_scored_on_each_clients_own_test_rows(
+    bench: ModuleType, small_binary_run: tuple[Path, Path]
+) -> None:
+    import argparse
+
+    import numpy as np
+
+    import medclass
+    from medclass.federated import partition as part
+
+    run, data = small_binary_run
+    args = argparse.Namespace(clients=2, batch_size=None, image_size=None, settings={})
+    got = bench.pooled_on_clients(str(data), 0, "dirichlet:0.5", args, run)
+    dataset = medclass.load_dataset(str(data))
+    labels, groups, _, _ = part.all_rows(dataset)
+    assignment = part.assign_clients(labels, 2, part.parse_partition("dirichlet:0.5"), seed=0, groups=groups)
+    predictor = medclass.load(run)
+    for k in range(2):
+        test = part.client_dataset(dataset, assignment, k).splits["test"]
+        truth = test.labels.reshape(-1).astype(int)
+        decided = (predictor.predict_proba(test.images.numpy())[:, 1] > 0.5).astype(int)
+        recalls = [np.mean(decided[truth == c] == c) for c in np.unique(truth)]
+        assert got[k] == pytest.approx(float(np.mean(recalls)), abs=1e-9)
