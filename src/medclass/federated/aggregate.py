@@ -10,7 +10,7 @@ are plain averages. FedAvgM (Hsu et al., 2019) steps them with server momentum o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -146,18 +146,15 @@ def fedadam_step(global_state: State, average: State, params: set[str], opt: Ada
         params: Keys that are parameters (:func:`parameter_keys`); other keys are statistics.
         opt: The server optimiser's state.
     """
-    out: State = {}
     opt.step += 1
-    for key, w in global_state.items():
-        if key not in params or key not in average:
-            out[key] = average.get(key, w).clone()
-            continue
-        delta = average[key].double() - w.double()
+
+    def move(key: str, delta: torch.Tensor) -> torch.Tensor:
         m = opt.beta1 * opt.m.get(key, torch.zeros_like(delta)).double() + (1 - opt.beta1) * delta
         v = opt.beta2 * opt.v.get(key, torch.zeros_like(delta)).double() + (1 - opt.beta2) * delta * delta
         opt.m[key], opt.v[key] = m.float(), v.float()
-        out[key] = (w.double() + opt.lr * m / (v.sqrt() + opt.tau)).to(w.dtype)
-    return out
+        return opt.lr * m / (v.sqrt() + opt.tau)
+
+    return _step_parameters(global_state, average, params, move)
 
 
 def fedavgm_step(global_state: State, average: State, params: set[str], opt: AdamState, momentum: float) -> State:
@@ -173,14 +170,27 @@ def fedavgm_step(global_state: State, average: State, params: set[str], opt: Ada
         opt: The server optimiser's state (its ``lr`` is the server learning rate).
         momentum: The server momentum in ``[0, 1)``.
     """
-    out: State = {}
     opt.step += 1
+
+    def move(key: str, delta: torch.Tensor) -> torch.Tensor:
+        m = momentum * opt.m.get(key, torch.zeros_like(delta)).double() + delta
+        opt.m[key] = m.float()
+        return opt.lr * m
+
+    return _step_parameters(global_state, average, params, move)
+
+
+def _step_parameters(
+    global_state: State, average: State, params: set[str], move: Callable[[str, torch.Tensor], torch.Tensor]
+) -> State:
+    """A server optimiser's step: each parameter ``w`` becomes ``w + move(key, average - w)``; buffers ``average``.
+
+    The arithmetic is float64; each tensor keeps its dtype. ``move`` gets the key and the float64 pseudo-gradient.
+    """
+    out: State = {}
     for key, w in global_state.items():
         if key not in params or key not in average:
             out[key] = average.get(key, w).clone()
             continue
-        delta = average[key].double() - w.double()
-        m = momentum * opt.m.get(key, torch.zeros_like(delta)).double() + delta
-        opt.m[key] = m.float()
-        out[key] = (w.double() + opt.lr * m).to(w.dtype)
+        out[key] = (w.double() + move(key, average[key].double() - w.double())).to(w.dtype)
     return out
