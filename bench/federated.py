@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from medclass.federated.aggregate import STRATEGIES
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "federated.json"
 SECTION = "federated"
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn", "fedavgm")
 
 
 def federated_run(data: str, partition: str, strategy: str, seed: int, args: argparse.Namespace, baseline: bool):
