@@ -14,8 +14,7 @@ from torch import nn
 
 from medclass.errors import ModelError
 from medclass.models.base import Classifier
-
-_STEM_NAMES = ("stem", "pool")
+from medclass.models.stages import stage_names
 
 
 def _last_channels(module: nn.Module) -> int:
@@ -53,7 +52,7 @@ def truncate_stages(model: nn.Module, n: int, *, name: str = "model") -> nn.Modu
         return model
     num_classes = int(getattr(model, "num_classes", 0))
     if isinstance(model, Classifier) and isinstance(model.features, nn.Sequential):
-        stages = [k for k, _ in model.features.named_children() if k not in _STEM_NAMES]
+        stages = [path.removeprefix("features.") for path in stage_names(model)]
         if n >= len(stages):
             raise ModelError(f"{name}: cannot drop {n} of its {len(stages)} stages (model.truncate)")
         for key in stages[-n:]:
