@@ -1,4 +1,5 @@
-"""``bench/label_efficiency.py``'s tables and targets from a hand-made results dict (no training)."""
+"""``bench/label_efficiency.py``'s arguments and ``bench/label_efficiency_report.py``'s tables and targets, from a
+hand-made results dict (no training)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def bench(import_bench: Callable[[str], ModuleType]) -> ModuleType:
     return import_bench("label_efficiency")
+
+
+@pytest.fixture(scope="module")
+def report(import_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return import_bench("label_efficiency_report")
 
 
 def _row(val: float, test: float, acc: float, labels: int, **extra: float) -> dict:
@@ -54,31 +60,31 @@ def _saved() -> dict:
     }
 
 
-def test_best_method_is_chosen_on_validation_not_test(bench: ModuleType) -> None:
-    method, summary = bench.best_method(_saved()["pneumoniamnist"], "0.1")
+def test_best_method_is_chosen_on_validation_not_test(report: ModuleType) -> None:
+    method, summary = report.best_method(_saved()["pneumoniamnist"], "0.1")
     assert method == "finetune"
     assert summary["test_auc"] == pytest.approx(0.956)
-    text = bench.render(_saved())
+    text = report.render(_saved())
     line = next(x for x in text.splitlines() if x.startswith("- PneumoniaMNIST, 10% of labels"))
     assert "`finetune` AUC 0.956" in line and line.endswith("**not met**")  # supervised's 0.973 test would meet it
     assert "| **finetune** | 10% (471) | 0.956 ± 0.001 |" in text
     assert "| supervised | 10% (471) | 0.973 ± 0.003 |" in text
 
 
-def test_best_method_compares_methods_on_their_shared_seeds(bench: ModuleType) -> None:
+def test_best_method_compares_methods_on_their_shared_seeds(report: ModuleType) -> None:
     """One lucky seed of ``semi`` must not beat three seeds of ``finetune`` that win on the seed they share."""
     runs = {
         "finetune": {"0.1": {s: _row(v, 0.95, 0.9, 47) for s, v in (("0", 0.90), ("1", 0.80), ("2", 0.80))}},
         "semi": {"0.1": {"0": _row(0.88, 0.99, 0.9, 47)}},
     }
-    method, summary = bench.best_method({"runs": runs}, "0.1")
+    method, summary = report.best_method({"runs": runs}, "0.1")
     assert method == "finetune" and summary["seeds"] == 3  # all seeds: semi's 0.88 would beat finetune's mean 0.833
     runs["semi"]["0.1"] = {"3": _row(0.88, 0.99, 0.9, 47)}  # no seed in common: every seed counts
-    assert bench.best_method({"runs": runs}, "0.1")[0] == "semi"
+    assert report.best_method({"runs": runs}, "0.1")[0] == "semi"
 
 
-def test_missing_measurements_read_not_measured(bench: ModuleType) -> None:
-    lines = bench.targets(_saved())
+def test_missing_measurements_read_not_measured(report: ModuleType) -> None:
+    lines = report.targets(_saved())
     by_start = {line.split(":")[0]: line for line in lines}
     assert len(lines) == 7
     # 1%: the only other method failed, so there is nothing to compare supervised with
@@ -92,8 +98,8 @@ def test_missing_measurements_read_not_measured(bench: ModuleType) -> None:
     assert "(10%)" in breast and "`semi` AUC 0.850 vs supervised 0.800 (+0.050)" in breast and "**met**" in breast
 
 
-def test_render_lists_references_failures_machine_and_figure(bench: ModuleType) -> None:
-    text = bench.render(_saved())
+def test_render_lists_references_failures_machine_and_figure(report: ModuleType) -> None:
+    text = report.render(_saved())
     assert "![label-efficiency curves](bench/results/label-efficiency.png)" in text
     assert "validation only" in text
     assert "Test CPU, Linux-test, 2 cores, 1 thread(s) per run" in text
@@ -105,16 +111,16 @@ def test_render_lists_references_failures_machine_and_figure(bench: ModuleType) 
     assert all(line.count("|") == 9 for line in text.splitlines() if line.startswith("|"))
 
 
-def test_fractions_and_output_rules(bench: ModuleType, tmp_path: Path) -> None:
+def test_fractions_and_output_rules(bench: ModuleType, report: ModuleType, tmp_path: Path) -> None:
     assert bench.labels_arg(1.0) is None and bench.labels_arg(50.0) == 50 and bench.labels_arg(0.1) == 0.1
     assert [bench.fraction_key(f) for f in (0.01, 1.0, 50.0)] == ["0.01", "1", "50"]
-    assert [bench.fraction_label(k) for k in ("0.01", "0.25", "1", "50")] == ["1%", "25%", "all", "50 images"]
+    assert [report.fraction_label(k) for k in ("0.01", "0.25", "1", "50")] == ["1%", "25%", "all", "50 images"]
     assert bench.parse_extra(["train.min_steps=0", "train.max_minutes=null"]) == {
         "train.min_steps": 0,
         "train.max_minutes": None,
     }
-    assert bench.renders_benchmarks(REPO / "bench" / "results" / "label-efficiency.json")
-    assert not bench.renders_benchmarks(tmp_path / "le.json")
-    bench.write_outputs(_saved(), tmp_path / "le.json", benchmarks=False)
+    assert report.renders_benchmarks(REPO / "bench" / "results" / "label-efficiency.json")
+    assert not report.renders_benchmarks(tmp_path / "le.json")
+    report.write_outputs(_saved(), tmp_path / "le.json", benchmarks=False)
     assert (tmp_path / "le.png").stat().st_size > 0
     assert "### BreastMNIST" in (tmp_path / "le.md").read_text()
