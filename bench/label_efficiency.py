@@ -230,6 +230,8 @@ class Bench:
                 test_acc=probe["test"]["acc"],
                 val_auc=probe["val"]["auc"],
                 val_acc=probe["val"]["acc"],
+                probe_features=probe["val"].get("features"),  # chosen on validation, as is the L2 strength
+                probe_c=probe["val"].get("c"),
                 train_minutes=(time.perf_counter() - t0) / 60,
                 labels=self.labels_used(dataset, fraction, seed),
                 run=_rel(pre_run),
