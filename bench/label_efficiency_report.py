@@ -259,6 +259,25 @@ def table(dataset: str, entry: dict) -> list[str]:
     return lines
 
 
+def pretraining_epochs(entry: dict) -> str:
+    """The pretraining epochs behind a dataset's rows: ``30``, or ``20 (probe), 30 (finetune, pretrain+semi)`` when
+    methods were measured on encoders pretrained for different lengths (each row records its own)."""
+    by_epochs: dict[int, set[str]] = {}
+    for method, cells in entry.get("runs", {}).items():
+        for row in (r for cell in cells.values() for r in _ok(cell)):
+            if row.get("pretrain_epochs") is not None:
+                by_epochs.setdefault(int(row["pretrain_epochs"]), set()).add(method)
+    if not by_epochs:  # rows from before they recorded it: the pretraining runs say
+        records = entry.get("pretrain", {}).values()
+        return ", ".join(map(str, sorted({p["epochs"] for p in records if "error" not in p and p.get("epochs")})))
+    if len(by_epochs) == 1:
+        return str(next(iter(by_epochs)))
+    order = {m: i for i, m in enumerate(METHODS)}
+    return ", ".join(
+        f"{e} ({', '.join(sorted(ms, key=lambda m: order.get(m, len(order))))})" for e, ms in sorted(by_epochs.items())
+    )
+
+
 def render(saved: dict) -> str:
     """The ``label-efficiency`` section of ``BENCHMARKS.md`` from saved results.
 
@@ -290,14 +309,14 @@ def render(saved: dict) -> str:
         entry = saved[dataset]
         mach = entry.get("machine", {})
         pre = {p.get("method") for p in entry.get("pretrain", {}).values() if "error" not in p} - {None}
-        epochs = {p.get("epochs") for p in entry.get("pretrain", {}).values() if "error" not in p} - {None}
+        epochs = pretraining_epochs(entry)
         where = (
             f"{mach.get('cpu', '?')}, {mach.get('platform', '?')}, {mach.get('cores', '?')} cores, "
             f"{mach.get('threads', '?')} thread(s) per run"
         )
         lines += [f"### {TITLES.get(dataset, dataset)}", "", f"Command: `{entry.get('command', '?')}` ({where})."]
         if pre:
-            lines[-1] += f" Pretraining: {', '.join(sorted(pre))}, epochs {', '.join(map(str, sorted(epochs)))}."
+            lines[-1] += f" Pretraining: {', '.join(sorted(pre))}, epochs {epochs}."
         lines += ["", *table(dataset, entry), ""]
     lines += [
         "Targets (best method chosen by mean validation AUC on shared seeds, its mean test figures shown):",

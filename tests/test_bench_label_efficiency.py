@@ -124,3 +124,16 @@ def test_fractions_and_output_rules(bench: ModuleType, report: ModuleType, tmp_p
     report.write_outputs(_saved(), tmp_path / "le.json", benchmarks=False)
     assert (tmp_path / "le.png").stat().st_size > 0
     assert "### BreastMNIST" in (tmp_path / "le.md").read_text()
+
+
+def test_pretraining_epochs_name_the_methods_when_encoders_differ(report: ModuleType) -> None:
+    saved = _saved()
+    entry = saved["pneumoniamnist"]
+    assert report.pretraining_epochs(entry) == "30"
+    entry["runs"]["probe"]["1"]["0"]["pretrain_epochs"] = 20  # the probe measured on a shorter pretraining
+    assert report.pretraining_epochs(entry) == "20 (probe), 30 (finetune)"
+    assert "Pretraining: simclr, epochs 20 (probe), 30 (finetune)." in report.render(saved)
+    for cells in entry["runs"].values():  # rows without the field: the pretraining records decide
+        for row in (r for cell in cells.values() for r in cell.values()):
+            row.pop("pretrain_epochs", None)
+    assert report.pretraining_epochs(entry) == "30"
