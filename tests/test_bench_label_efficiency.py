@@ -90,9 +90,12 @@ def test_missing_measurements_read_not_measured(report: ModuleType) -> None:
     # 1%: the only other method failed, so there is nothing to compare supervised with
     assert by_start["- PneumoniaMNIST, smallest fraction"].endswith("(1%): not measured")
     assert by_start["- PneumoniaMNIST, 1% of labels"].endswith("`supervised` AUC 0.930 (1 seed): **not met**")
-    assert by_start["- BreastMNIST, linear probe with all labels"].endswith("not measured")
+    assert by_start["- BreastMNIST, linear probe with all labels, encoder from <= 30 CPU-min of pretraining"].endswith(
+        "not measured"
+    )
     assert by_start["- AdrenalMNIST3D, 10% of labels"].endswith("not measured")
-    assert by_start["- PneumoniaMNIST, linear probe with all labels"].endswith("AUC 0.980 (1 seed): **met**")
+    probe_line = by_start["- PneumoniaMNIST, linear probe with all labels, encoder from <= 30 CPU-min of pretraining"]
+    assert probe_line.endswith("AUC 0.980 (1 seed), pretraining at most 4.0 CPU-min: **met**")
     # Breast's smallest fraction is 10% (not 25%, where semi has the better test AUC); semi wins on validation
     breast = by_start["- BreastMNIST, smallest fraction"]
     assert "(10%)" in breast and "`semi` AUC 0.850 vs supervised 0.800 (+0.050)" in breast and "**met**" in breast
@@ -137,3 +140,10 @@ def test_pretraining_epochs_name_the_methods_when_encoders_differ(report: Module
         for row in (r for cell in cells.values() for r in cell.values()):
             row.pop("pretrain_epochs", None)
     assert report.pretraining_epochs(entry) == "30"
+
+
+def test_a_probe_over_the_pretraining_budget_does_not_meet_its_target(report: ModuleType) -> None:
+    saved = _saved()
+    saved["pneumoniamnist"]["runs"]["probe"]["1"]["1"] = _row(0.97, 0.990, 0.90, 4708, pretrain_minutes=31.5)
+    line = next(x for x in report.targets(saved) if x.startswith("- PneumoniaMNIST, linear probe"))
+    assert line.endswith("AUC 0.985 (2 seeds), pretraining at most 31.5 CPU-min: **not met**")
