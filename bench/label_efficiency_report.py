@@ -187,7 +187,7 @@ def targets(saved: dict) -> list[str]:
             most = cell["pretrain_minutes_max"]
             spent = f", pretraining at most {most:.1f} CPU-min" if most is not None else ", pretraining not timed"
             within = most is not None and most <= PRETRAIN_BUDGET
-            text = f"AUC {cell['test_auc']:.3f} ({_seeds(cell)}){spent}", cell["test_auc"] > bar and within
+            text = f"AUC {cell['test_auc']:.4f} ({_seeds(cell)}){spent}", cell["test_auc"] > bar and within
         lines.append(_target(goal, text))
 
     goal = "AdrenalMNIST3D, 10% of labels: pretrain (finetune) test AUC >= supervised + 0.02"

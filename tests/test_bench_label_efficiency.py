@@ -95,7 +95,7 @@ def test_missing_measurements_read_not_measured(report: ModuleType) -> None:
     )
     assert by_start["- AdrenalMNIST3D, 10% of labels"].endswith("not measured")
     probe_line = by_start["- PneumoniaMNIST, linear probe with all labels, encoder from <= 30 CPU-min of pretraining"]
-    assert probe_line.endswith("AUC 0.980 (1 seed), pretraining at most 4.0 CPU-min: **met**")
+    assert probe_line.endswith("AUC 0.9800 (1 seed), pretraining at most 4.0 CPU-min: **met**")
     # Breast's smallest fraction is 10% (not 25%, where semi has the better test AUC); semi wins on validation
     breast = by_start["- BreastMNIST, smallest fraction"]
     assert "(10%)" in breast and "`semi` AUC 0.850 vs supervised 0.800 (+0.050)" in breast and "**met**" in breast
@@ -146,4 +146,4 @@ def test_a_probe_over_the_pretraining_budget_does_not_meet_its_target(report: Mo
     saved = _saved()
     saved["pneumoniamnist"]["runs"]["probe"]["1"]["1"] = _row(0.97, 0.990, 0.90, 4708, pretrain_minutes=31.5)
     line = next(x for x in report.targets(saved) if x.startswith("- PneumoniaMNIST, linear probe"))
-    assert line.endswith("AUC 0.985 (2 seeds), pretraining at most 31.5 CPU-min: **not met**")
+    assert line.endswith("AUC 0.9850 (2 seeds), pretraining at most 31.5 CPU-min: **not met**")
