@@ -53,3 +53,19 @@ def test_the_linear_probe_takes_the_features_that_separate_validation(signal):
     p = predict(test[0])
     assert p.shape == (200, 2) and np.allclose(p.sum(1), 1)
     assert ((p[:, 1] > 0.5) == test[1]).mean() > 0.8
+
+
+def test_the_linear_probe_handles_several_classes():
+    rng = np.random.default_rng(1)
+
+    def split(n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        y = rng.integers(0, 3, n)
+        centres = np.eye(3)[y] * 2.0
+        final = centres + rng.normal(0, 0.8, (n, 3))
+        return {"final": final, "stages": np.concatenate([rng.normal(0, 1, (n, 4)), final], axis=1)}, y
+
+    train, val, test = split(300), split(200), split(200)
+    predict, choice = linear_probe(train, val, "multiclass")
+    p = predict(test[0])
+    assert p.shape == (200, 3) and np.allclose(p.sum(1), 1) and choice["features"] in ("final", "stages")
+    assert (p.argmax(1) == test[1]).mean() > 0.7
