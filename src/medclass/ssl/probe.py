@@ -27,9 +27,7 @@ from medclass.metrics import medmnist
 
 PROBES = ("linear", "knn")
 C_GRID = (0.01, 0.1, 1.0, 10.0)
-
-
-FEATURES = ("final", "stages")
+FEATURES = ("final", "stages")  # the linear probe's feature sets, see encode()
 
 
 @torch.inference_mode()
