@@ -21,11 +21,12 @@ to the results file after every run; runs already recorded are skipped (a pretra
 redone when the recorded pretraining method or epochs differ). A run folder that already holds
 ``metrics.json`` is read, not trained again.
 
-``BENCHMARKS.md`` (section ``label-efficiency``) and the figure are rewritten only when the results file is
-inside ``bench/results/`` and ``--no-render`` is not given; a results file elsewhere (a smoke run) gets the
-figure and the section beside it (``FILE.png``, ``FILE.md``) and leaves ``BENCHMARKS.md`` alone. A failed run is
-recorded with its error and skipped like the others (delete its entry to retry). Which method is "best" at a
-fraction is decided by mean validation AUC; its test figures are then reported.
+``BENCHMARKS.md`` (section ``label-efficiency``, written by ``label_efficiency_report.py``) and the figure are
+rewritten only when the results file is inside ``bench/results/`` and ``--no-render`` is not given; a results
+file elsewhere (a smoke run) gets the figure and the section beside it (``FILE.png``, ``FILE.md``) and leaves
+``BENCHMARKS.md`` alone. A failed run is recorded with its error and skipped like the others (delete its entry
+to retry). Which method is "best" at a fraction is decided by mean validation AUC; its test figures are then
+reported.
 
 Usage:
     OMP_NUM_THREADS=1 MEDCLASS_DATA_DIR=../shared/data/medmnist python bench/label_efficiency.py \
