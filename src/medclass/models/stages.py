@@ -26,8 +26,13 @@ def stage_names(model: nn.Module) -> list[str]:
     """
     if isinstance(model, Classifier) and isinstance(model.features, nn.Sequential):
         return [f"features.{k}" for k, _ in model.features.named_children() if k not in STEM_NAMES]
+    return [str(entry["module"]) for entry in timm_stage_entries(model)]
+
+
+def timm_stage_entries(model: nn.Module) -> list[dict]:
+    """A timm model's ``feature_info`` entries after the stem (``module``, ``num_chs``, ...); ``[]`` without it."""
     info = getattr(model, "feature_info", None)
     if not info:
         return []
     entries = info if isinstance(info, list) else info.get_dicts()
-    return [str(entry["module"]) for entry in entries[1:]]
+    return list(entries[1:])  # the first entry is the stem

@@ -14,7 +14,7 @@ from torch import nn
 
 from medclass.errors import ModelError
 from medclass.models.base import Classifier
-from medclass.models.stages import stage_names
+from medclass.models.stages import stage_names, timm_stage_entries
 
 
 def _last_channels(module: nn.Module) -> int:
@@ -61,11 +61,9 @@ def truncate_stages(model: nn.Module, n: int, *, name: str = "model") -> nn.Modu
         model.default_cam_layer = f"features.{stages[-n - 1]}"
         model.reset_classifier(num_classes)
         return model
-    info = getattr(model, "feature_info", None)
-    if not info or not hasattr(model, "reset_classifier"):
+    stages = timm_stage_entries(model)
+    if not stages or not hasattr(model, "reset_classifier"):
         raise ModelError(f"{name}: truncation needs a medclass model or a timm model with feature_info")
-    entries = info if isinstance(info, list) else info.get_dicts()
-    stages = entries[1:]  # the first entry is the stem
     if n >= len(stages):
         raise ModelError(f"{name}: cannot drop {n} of its {len(stages)} stages (model.truncate)")
     for entry in stages[-n:]:
