@@ -87,18 +87,19 @@ def linear_probe(
         ``{"features": name, "c": C}``.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    best, best_auc, choice = None, -np.inf, {}
+    best, best_auc, choice, scalers = None, -np.inf, {}, {}
     for name in FEATURES:
+        scalers[name] = StandardScaler().fit(train[0][name])  # once per feature set, shared by every C
+        x_train, x_val = scalers[name].transform(train[0][name]), scalers[name].transform(val[0][name])
         for c in C_GRID:
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-            clf.fit(train[0][name], train[1])
-            auc = medmnist.auc(val[1], _full_proba(clf, val[0][name], task), task) if len(val[1]) else 0.0
+            clf = LogisticRegression(C=c, max_iter=2000).fit(x_train, train[1])
+            auc = medmnist.auc(val[1], _full_proba(clf, x_val, task), task) if len(val[1]) else 0.0
             if auc > best_auc:
                 best, best_auc, choice = clf, auc, {"features": name, "c": c}
-    return (lambda x: _full_proba(best, x[choice["features"]], task)), choice
+    scaler = scalers[choice["features"]]
+    return (lambda x: _full_proba(best, scaler.transform(x[choice["features"]]), task)), choice
 
 
 def _full_proba(clf: Any, x: np.ndarray, task: str, num_classes: int | None = None) -> np.ndarray:
