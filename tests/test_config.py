@@ -315,7 +315,7 @@ def test_every_shipped_recipe_and_its_sections_validate():
 
 
 def test_parse_set_reads_values_as_yaml():
-    from medclass.config import parse_set
+    from medclass.config_overrides import parse_set
 
     got = parse_set(
         [
@@ -354,7 +354,7 @@ def test_parse_set_reads_values_as_yaml():
     ],
 )
 def test_parse_set_errors_name_the_item(item, match):
-    from medclass.config import parse_set
+    from medclass.config_overrides import parse_set
 
     with pytest.raises(ConfigError, match=match) as err:
         parse_set(["train.seed=1", item])
@@ -362,7 +362,7 @@ def test_parse_set_errors_name_the_item(item, match):
 
 
 def test_parse_set_leaves_unknown_keys_and_bad_values_to_build_config():
-    from medclass.config import parse_set
+    from medclass.config_overrides import parse_set
 
     with pytest.raises(ConfigError, match=r"command line\.train: unknown key 'epoch'"):
         build_config(recipe=None, overrides=parse_set(["train.epoch=3"]))

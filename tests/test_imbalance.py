@@ -11,7 +11,7 @@ from medclass.config import RunConfig
 from medclass.data.dataset import Split, balanced_order
 from medclass.errors import ConfigError
 from medclass.tasks import prior_logit_offset, task_loss
-from medclass.training.loop import loss_options
+from medclass.training.losses import loss_options
 
 
 def _naive_binary_focal(z, y, gamma, w=None):

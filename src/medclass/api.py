@@ -102,7 +102,7 @@ def overrides_from(
     Raises:
         ConfigError: An unknown option.
     """
-    from medclass.config import NULL, put_dotted
+    from medclass.config_overrides import NULL, put_dotted
 
     out: dict[str, Any] = {"data": {"spec": data}, "model": {"name": model, "members": [] if model else None}}
     for key, value in (options or {}).items():

@@ -6,8 +6,8 @@ A run's configuration is built in layers, each overriding the one before:
 2. a recipe (``<name>.yaml``, shipped in the package's ``recipes`` folder, or a YAML path),
 3. a user ``--config FILE``,
 4. the values the user gives explicitly: command-line flags and ``--set section.key=value``
-   (:func:`parse_set`), or keyword arguments of :func:`medclass.train`. An explicit ``train.epochs``
-   is the number of epochs trained (see :func:`build_config`).
+   (:func:`medclass.config_overrides.parse_set`), or keyword arguments of :func:`medclass.train`. An
+   explicit ``train.epochs`` is the number of epochs trained (see :func:`build_config`).
 
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -22,6 +22,7 @@ from typing import Any, Literal, get_type_hints
 
 import yaml
 
+from medclass.config_overrides import drop_none
 from medclass.config_types import check_type
 from medclass.errors import ConfigError
 
@@ -534,7 +535,7 @@ def build_config(
     if config_file:
         layers.append((read_yaml(config_file), str(config_file)))
     if overrides:
-        explicit = _drop_none(overrides)
+        explicit = drop_none(overrides)
         train = explicit.get("train")
         if isinstance(train, dict) and "epochs" in train and "min_steps" not in train:
             explicit["train"] = {**train, "min_steps": 0}  # the epochs asked for, not more
@@ -557,87 +558,11 @@ def build_config(
     return cfg
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """Nested overrides from ``--set`` items: ``train.epochs=3`` -> ``{"train": {"epochs": 3}}``.
-
-    Keys may go deeper (``per_modality.ct.train.epochs=3``); a later item for the same key wins. Each
-    value is read as YAML, so ``1``, ``0.5``, ``true``, ``null`` and ``[hflip, shift]`` have their
-    types. Unknown keys and wrong types are left to :func:`build_config`, which names them.
-
-    Args:
-        items: ``SECTION.KEY=VALUE`` strings.
-
-    Returns:
-        The overrides, for :func:`build_config`.
-
-    Raises:
-        ConfigError: An item without ``=``, without a section (``epochs=3``), or whose value is not valid YAML.
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        parts = [p.strip() for p in key.split(".")]
-        if not sep or len(parts) < 2 or not all(parts):
-            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=3")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: invalid value ({str(err).splitlines()[0]})") from None
-        put_dotted(out, parts, value, f"--set {item!r}")
-    return out
-
-
-def put_dotted(tree: dict[str, Any], key: str | list[str], value: Any, where: str | None = None) -> None:
-    """Set ``tree["a"]["b"]["c"] = value`` for the dotted ``key`` ``"a.b.c"`` (or its parts), making sections.
-
-    Args:
-        tree: Nested overrides, changed in place.
-        key: Dotted key, or its parts.
-        value: The value to set.
-        where: What the error names (default: the key).
-
-    Raises:
-        ConfigError: A part of ``key`` already holds a value, not a section.
-    """
-    parts = key.split(".") if isinstance(key, str) else key
-    node = tree
-    for i, part in enumerate(parts[:-1]):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{where or '.'.join(parts)}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
-    node[parts[-1]] = value
-
-
 def config_from_dict(data: dict[str, Any], where: str = "config") -> RunConfig:
     """Rebuild a RunConfig from a saved dict (e.g. a run's ``config.yaml``)."""
     cfg = RunConfig()
     _merge(cfg, data, where)
     return cfg
-
-
-class _Null:
-    """An override that sets a key to null on purpose (``--set train.max_minutes=null``), unlike ``None``, which
-    means "not given"."""
-
-    def __repr__(self) -> str:
-        return "NULL"
-
-
-NULL = _Null()
-
-
-def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            sub = _drop_none(v)
-            if sub:
-                out[k] = sub
-        elif v is NULL:
-            out[k] = None
-        elif v is not None:
-            out[k] = v
-    return out
 
 
 def dump_yaml(cfg: RunConfig) -> str:

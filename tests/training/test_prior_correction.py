@@ -8,7 +8,7 @@ from torch import nn
 
 from medclass.config import config_from_dict
 from medclass.data.sources import load_npz
-from medclass.training.loop import class_weights_for, correct_prior, prior_correction
+from medclass.training.losses import class_weights_for, correct_prior, prior_correction
 
 
 def _cfg(**optim):
@@ -48,7 +48,7 @@ def test_correct_prior_folds_the_offset_into_the_output_bias_once(tmp_path, make
 
 
 def test_class_weight_multiclass_false_keeps_weights_to_threshold_tasks(tmp_path, make_npz):
-    from medclass.training.loop import class_weight_mode, loss_options
+    from medclass.training.losses import class_weight_mode, loss_options
 
     cfg = _cfg(class_weight="balanced", class_weight_multiclass=False)
     assert class_weight_mode(cfg, "binary") == "balanced" and class_weight_mode(cfg, "multilabel") == "balanced"

@@ -77,7 +77,7 @@ def print_table(rows: list[list[Any]], header: list[str]) -> None:
 
 def set_options(items: list[str] | None) -> dict[str, Any]:
     """``--set section.key=value`` items as dotted options of :mod:`medclass.api` (``{"train.ema": 0}``)."""
-    from medclass.config import parse_set
+    from medclass.config_overrides import parse_set
 
     return _dotted(parse_set(items or []))
 

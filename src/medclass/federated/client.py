@@ -95,7 +95,7 @@ def plan_overrides(plan: dict[str, Any], spec: str, *, tabular: list[str] | None
     ``0`` and ``""`` in a plan mean "not given" (Flower's records hold no ``None``): the recipe's value stays. The
     plan's ``settings`` (a JSON object of dotted keys, :attr:`ServerSettings.settings`) are applied last: they win.
     """
-    from medclass.config import NULL, put_dotted
+    from medclass.config_overrides import NULL, put_dotted
 
     model = plan.get("model") or None
     out: dict[str, Any] = {
@@ -244,7 +244,8 @@ def local_train(
         ``{"train_loss", "n"}``.
     """
     from medclass.federated.aggregate import add_proximal_gradient
-    from medclass.training.loop import loss_options, train_one_epoch
+    from medclass.training.loop import train_one_epoch
+    from medclass.training.losses import loss_options
     from medclass.training.optim import build_optimizer, build_scheduler
     from medclass.transforms import build_augment
     from medclass.transforms.mixing import Mixer

@@ -191,7 +191,7 @@ def _train_one(
             return None  # rank 0 calibrates, evaluates and writes the report
     model, meta = load_model(out)
     if not classical:
-        from medclass.training.loop import correct_prior
+        from medclass.training.losses import correct_prior
 
         meta = correct_prior(model, meta, cfg, dataset)  # optim.prior_correction: before calibration
     if labels:
