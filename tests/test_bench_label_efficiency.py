@@ -147,3 +147,35 @@ def test_a_probe_over_the_pretraining_budget_does_not_meet_its_target(report: Mo
     saved["pneumoniamnist"]["runs"]["probe"]["1"]["1"] = _row(0.97, 0.990, 0.90, 4708, pretrain_minutes=31.5)
     line = next(x for x in report.targets(saved) if x.startswith("- PneumoniaMNIST, linear probe"))
     assert line.endswith("AUC 0.9850 (2 seeds), pretraining at most 31.5 CPU-min: **not met**")
+
+
+def test_a_run_folder_left_by_a_killed_bench_is_resumed(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+    import json
+
+    import medclass
+
+    calls: list[dict] = []
+
+    def fake_train(data: str, out: Path, **kwargs: object) -> None:
+        calls.append({"data": data, **kwargs})
+        split = {"auc": 0.9, "acc": 0.8}
+        (out / "metrics.json").write_text(json.dumps({"splits": {"test": split, "val": split}, "labels": {"n": 7}}))
+        (out / "history.csv").write_text("epoch,seconds\n1,30\n2,30\n")
+
+    monkeypatch.setattr(medclass, "train", fake_train)
+    args = argparse.Namespace(results=str(tmp_path / "le.json"), out=str(tmp_path / "runs"), extra=[], no_render=True)
+    runner = bench.Bench(args, "test")
+    killed = tmp_path / "runs" / "breastmnist-supervised-f0.1-s1"
+    killed.mkdir(parents=True)
+    (killed / "state.json").write_text("{}")  # a checkpoint, no metrics: stopped mid-run
+    row = runner.measure("breastmnist", "supervised", 0.1, 1)
+    assert calls == [{"data": "breastmnist", "resume": True, "progress": False}]
+    assert row["train_minutes"] == 1.0 and row["labels"] == 7 and row["test_auc"] == 0.9
+
+    calls.clear()  # a new folder starts a run with the fraction's labels and the seed
+    (tmp_path / "runs" / "breastmnist-supervised-f0.1-s2").mkdir()
+    runner.measure("breastmnist", "supervised", 0.1, 2)
+    assert calls == [{"data": "breastmnist", "progress": False, "labels": 0.1, "label_seed": 2, "seed": 2}]
