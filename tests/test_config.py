@@ -311,67 +311,6 @@ def test_every_shipped_recipe_and_its_sections_validate():
             _merge(RunConfig(), section, f"{path}.per_modality.{key}")
 
 
-# ------------------------------------------------------------------------------------------- --set
-
-
-def test_parse_set_reads_values_as_yaml():
-    from medclass.config_overrides import parse_set
-
-    got = parse_set(
-        [
-            "train.epochs=3",
-            "optim.lr=0.5",
-            "augment.hflip=true",
-            "optim.class_weight=null",
-            "eval.tta=[hflip, shift]",
-            "model.name=timm/resnet10t",
-            "per_modality.ct.train.epochs=4",
-            "train.epochs=5",  # a later item wins
-            "data.window= ",
-        ]
-    )
-    assert got == {
-        "train": {"epochs": 5},
-        "optim": {"lr": 0.5, "class_weight": None},
-        "augment": {"hflip": True},
-        "eval": {"tta": ["hflip", "shift"]},
-        "model": {"name": "timm/resnet10t"},
-        "per_modality": {"ct": {"train": {"epochs": 4}}},
-        "data": {"window": None},
-    }
-    assert parse_set([]) == {}
-    cfg = build_config(recipe="default", overrides=parse_set(["train.precision=fp32", "augment.rotate=3"]))
-    assert cfg.train.precision == "fp32" and cfg.augment.rotate == 3.0
-
-
-@pytest.mark.parametrize(
-    ("item", "match"),
-    [
-        ("train.epochs", r"^--set 'train\.epochs': expected SECTION\.KEY=VALUE"),
-        ("epochs=3", r"^--set 'epochs=3': expected SECTION\.KEY=VALUE"),
-        ("train.=3", r"^--set 'train\.=3': expected"),
-        ("eval.tta=[hflip", r"^--set 'eval\.tta=\[hflip': invalid value"),
-    ],
-)
-def test_parse_set_errors_name_the_item(item, match):
-    from medclass.config_overrides import parse_set
-
-    with pytest.raises(ConfigError, match=match) as err:
-        parse_set(["train.seed=1", item])
-    assert "\n" not in str(err.value)
-
-
-def test_parse_set_leaves_unknown_keys_and_bad_values_to_build_config():
-    from medclass.config_overrides import parse_set
-
-    with pytest.raises(ConfigError, match=r"command line\.train: unknown key 'epoch'"):
-        build_config(recipe=None, overrides=parse_set(["train.epoch=3"]))
-    with pytest.raises(ConfigError, match=r"command line\.train\.select_metric: 'aucc' is not one of auc, acc, loss"):
-        build_config(recipe=None, overrides=parse_set(["train.select_metric=aucc"]))
-    with pytest.raises(ConfigError, match=r"--set 'train\.epochs\.x=1': 'train\.epochs' is a value, not a section"):
-        parse_set(["train.epochs=3", "train.epochs.x=1"])
-
-
 # ------------------------------------------------------------------------------ explicit values win
 
 

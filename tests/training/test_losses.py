@@ -1,4 +1,4 @@
-"""Prior correction: class-weighted training, decisions moved back to the training prior."""
+"""Class weights and the prior correction that undoes them at decision time (:mod:`medclass.training.losses`)."""
 
 from __future__ import annotations
 
