@@ -245,10 +245,11 @@ class Bench:
             options["semi"] = "fixmatch"
         if pre is not None:
             options["init_from"] = str(pre_run)
-        if (out / "state.json").is_file() and not (out / "metrics.json").is_file():
-            medclass.train(dataset, out=out, resume=True, progress=False)  # a killed bench goes on where it stopped
-        elif not (out / "metrics.json").is_file():
-            medclass.train(dataset, out=out, progress=False, **options)
+        if not (out / "metrics.json").is_file():
+            if (out / "state.json").is_file():  # a killed bench goes on where it stopped
+                medclass.train(dataset, out=out, resume=True, progress=False)
+            else:
+                medclass.train(dataset, out=out, progress=False, **options)
         metrics = json.loads((out / "metrics.json").read_text())
         hist = (out / "history.csv").read_text().splitlines()
         col = hist[0].split(",").index("seconds")
